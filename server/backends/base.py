@@ -1,0 +1,83 @@
+"""The Backend protocol and the registry that finds a backend by name.
+
+A backend knows one runtime and nothing else: it loads a model for a device and turns a padded TokenBatch into
+the model's last hidden states. Tokenization, pooling, normalisation and batching live above it, once.
+Adding a backend is one new module plus one line in BACKENDS.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from server.batching import TokenBatch
+from server.settings import EngineSettings
+
+Quantization = Literal["none", "int8"]
+
+# name -> "module:class"; imported only when asked for, so an ONNX-only server never imports torch.
+BACKENDS: dict[str, str] = {
+    "torch": "server.backends.torch:TorchBackend",
+    "onnx": "server.backends.onnx:OnnxBackend",
+    "openvino": "server.backends.openvino:OpenVinoBackend",
+}
+
+
+class Backend(Protocol):
+    #: label reported in /ready, /v1/models and bench output, e.g. "onnx-int8"
+    name: str
+    #: the device the model actually runs on, e.g. "cpu" or "cuda:0"
+    device: str
+
+    def load(self, model_dir: Path, settings: EngineSettings, device: str) -> None: ...
+
+    def forward(self, batch: TokenBatch) -> np.ndarray:
+        """Last hidden states, float32 [batch, seq, hidden]."""
+        ...
+
+
+@dataclass(frozen=True)
+class BackendVariant:
+    """A backend name as users write it: runtime plus optional variant suffix (`onnx-int8`)."""
+
+    runtime: str
+    quantize: Quantization = "none"
+
+    @property
+    def name(self) -> str:
+        return self.runtime if self.quantize == "none" else f"{self.runtime}-{self.quantize}"
+
+    @classmethod
+    def parse(cls, name: str) -> BackendVariant:
+        runtime, _, suffix = name.partition("-")
+        if runtime not in BACKENDS:
+            raise ValueError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))} (+ -int8 variants)")
+        if suffix not in ("", "int8") or (suffix and runtime == "torch"):
+            raise ValueError(f"unknown variant {name!r}; int8 exists for onnx and openvino")
+        return cls(runtime=runtime, quantize="int8" if suffix else "none")
+
+
+def create_backend(name: str) -> Backend:
+    variant = BackendVariant.parse(name)
+    module_name, class_name = BACKENDS[variant.runtime].split(":")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    return backend_class(quantize=variant.quantize) if variant.quantize != "none" else backend_class()
+
+
+def runtime_inputs(batch: TokenBatch, input_names: list[str]) -> dict[str, np.ndarray]:
+    """Feeds for a graph runtime (ONNX Runtime, OpenVINO) by input name; BERT-style graphs also want segment ids."""
+    available = {
+        "input_ids": batch.input_ids,
+        "attention_mask": batch.attention_mask,
+        "token_type_ids": np.zeros_like(batch.input_ids),
+        # Counting real tokens keeps positions right under left padding too.
+        "position_ids": np.clip(np.cumsum(batch.attention_mask, axis=1) - 1, 0, None),
+    }
+    missing = [name for name in input_names if name not in available]
+    if missing:
+        raise RuntimeError(f"the exported graph wants inputs this server cannot feed: {missing}")
+    return {name: available[name] for name in input_names}

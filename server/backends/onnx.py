@@ -1,0 +1,40 @@
+"""ONNX Runtime backend: a graph exported with optimum into the cache; CUDA provider when the GPU build has one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from server.backends.base import Quantization, runtime_inputs
+from server.batching import TokenBatch
+from server.export import ensure_artefact
+from server.settings import EngineSettings
+
+
+class OnnxBackend:
+    def __init__(self, quantize: Quantization = "none") -> None:
+        self.quantize = quantize
+        self.name = "onnx" if quantize == "none" else f"onnx-{quantize}"
+        self.device = "cpu"
+        self._session: ort.InferenceSession | None = None
+
+    def load(self, model_dir: Path, settings: EngineSettings, device: str) -> None:
+        artefact = ensure_artefact(settings, model_dir, "onnx", self.quantize)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if settings.cpu_threads:
+            options.intra_op_num_threads = settings.cpu_threads
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            device_id = int(device.partition(":")[2] or 0)
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+        self._session = ort.InferenceSession(str(artefact / "model.onnx"), options, providers=providers)
+        self.device = device if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self._input_names = [i.name for i in self._session.get_inputs()]
+        self._output_name = self._session.get_outputs()[0].name
+
+    def forward(self, batch: TokenBatch) -> np.ndarray:
+        (hidden,) = self._session.run([self._output_name], runtime_inputs(batch, self._input_names))
+        return hidden

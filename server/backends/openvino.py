@@ -1,0 +1,40 @@
+"""OpenVINO backend: an IR exported with optimum-intel into the cache, compiled for the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from server.backends.base import Quantization, runtime_inputs
+from server.batching import TokenBatch
+from server.export import ensure_artefact
+from server.settings import EngineSettings
+
+
+class OpenVinoBackend:
+    def __init__(self, quantize: Quantization = "none") -> None:
+        self.quantize = quantize
+        self.name = "openvino" if quantize == "none" else f"openvino-{quantize}"
+        # OpenVINO's GPU plugin targets Intel GPUs; on an NVIDIA host this backend stays on the CPU.
+        self.device = "cpu"
+
+    def load(self, model_dir: Path, settings: EngineSettings, device: str) -> None:
+        artefact = ensure_artefact(settings, model_dir, "openvino", self.quantize)
+        core = ov.Core()
+        config = {
+            "PERFORMANCE_HINT": settings.openvino_hint,
+            # CPUs with AMX/AVX512-BF16 otherwise run in bf16 by default and lose fp32 parity.
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        if settings.cpu_threads:
+            config["INFERENCE_NUM_THREADS"] = settings.cpu_threads
+        model = core.read_model(artefact / "openvino_model.xml")
+        self._compiled = core.compile_model(model, "CPU", config)
+        self._input_names = [port.any_name for port in self._compiled.inputs]
+        self._request = self._compiled.create_infer_request()
+
+    def forward(self, batch: TokenBatch) -> np.ndarray:
+        outputs = self._request.infer(runtime_inputs(batch, self._input_names))
+        return np.asarray(outputs[self._compiled.output(0)], dtype=np.float32)

@@ -1,0 +1,40 @@
+"""PyTorch backend: the transformers model itself, fp32 on CPU, fp16/bf16 on CUDA, SDPA attention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModel
+
+from server.batching import TokenBatch
+from server.settings import EngineSettings
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self) -> None:
+        self.device = "cpu"
+        self._model: torch.nn.Module | None = None
+
+    def load(self, model_dir: Path, settings: EngineSettings, device: str) -> None:
+        self.device = device
+        if settings.cpu_threads:
+            torch.set_num_threads(settings.cpu_threads)
+        if settings.dtype != "auto":
+            dtype = _DTYPES[settings.dtype]
+        else:
+            dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        model = AutoModel.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
+        self._model = model.to(device).eval()
+
+    def forward(self, batch: TokenBatch) -> np.ndarray:
+        with torch.inference_mode():
+            input_ids = torch.from_numpy(batch.input_ids).to(self.device, non_blocking=True)
+            attention_mask = torch.from_numpy(batch.attention_mask).to(self.device, non_blocking=True)
+            hidden = self._model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return hidden.float().cpu().numpy()

@@ -1,0 +1,70 @@
+"""`embedserve` entry point: serve, export, bench.
+
+Every flag is a field of a settings class in server/settings.py, so `--help` documents all of them, and each one
+can also come from EMBEDSERVE_<FIELD> or from the YAML file named by --config / EMBEDSERVE_CONFIG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
+
+from server.settings import CONFIG_ENV, BenchSettings, ExportSettings, ServeSettings
+
+
+class ServeCommand(ServeSettings):
+    def cli_cmd(self) -> None:
+        from server.app import run_server
+
+        run_server(self)
+
+
+class ExportCommand(ExportSettings):
+    def cli_cmd(self) -> None:
+        from server.export import export
+
+        print(f"exporting {self.model} for {self.backend} (quantize={self.quantize}) ...", file=sys.stderr, flush=True)
+        print(export(self))
+
+
+class BenchCommand(BenchSettings):
+    def cli_cmd(self) -> None:
+        from server.bench import run_bench
+
+        run_bench(self)
+
+
+class EmbedServe(BaseSettings):
+    model_config = SettingsConfigDict(cli_prog_name="embedserve", cli_kebab_case=True)
+
+    serve: CliSubCommand[ServeCommand]
+    export: CliSubCommand[ExportCommand]
+    bench: CliSubCommand[BenchCommand]
+
+    def cli_cmd(self) -> None:
+        CliApp.run_subcommand(self)
+
+
+def _take_config_flag(argv: list[str]) -> list[str]:
+    """`--config FILE` anywhere on the line names the YAML file read by every settings class."""
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            os.environ[CONFIG_ENV] = argv[index + 1]
+            return argv[:index] + argv[index + 2 :]
+        if arg.startswith("--config="):
+            os.environ[CONFIG_ENV] = arg.partition("=")[2]
+            return argv[:index] + argv[index + 1 :]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _take_config_flag(list(sys.argv[1:] if argv is None else argv))
+    CliApp.run(EmbedServe, cli_args=args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""One model on one backend, end to end: tokenize -> length-sorted token-budget batches -> forward -> pool.
+
+Used by the server's inference workers and by `embedserve bench`, so both measure the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.backends.base import Backend, create_backend
+from server.batching import pad_batch, plan_batches
+from server.models import ModelSpec, load_spec, resolve_model_dir
+from server.pooling import l2_normalize, pool
+from server.settings import EngineSettings
+from server.tokenization import TextTokenizer, Tokenized
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` means the first CUDA GPU when one is visible, decided without importing torch."""
+    if requested == "cuda":
+        return "cuda:0"
+    if requested == "auto" and shutil.which("nvidia-smi"):
+        probe = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+        if probe.returncode == 0 and "GPU" in probe.stdout:
+            return "cuda:0"
+    return "cpu"
+
+
+@dataclass
+class ForwardStats:
+    """What the last embed() call did, for metrics and benchmarks."""
+
+    passes: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+
+
+class Embedder:
+    def __init__(self, settings: EngineSettings, backend_name: str):
+        started = time.monotonic()
+        self.settings = settings
+        model_dir = resolve_model_dir(settings.model)
+        self.spec: ModelSpec = load_spec(settings.model, model_dir, settings.max_tokens)
+        self.tokenizer = TextTokenizer(model_dir, self.spec.max_tokens)
+        self.backend: Backend = create_backend(backend_name)
+        self.backend.load(model_dir, settings, resolve_device(settings.device))
+        self.last_stats = ForwardStats()
+        self.load_seconds = time.monotonic() - started
+        log.info(
+            "loaded %s on %s (%s) in %.1f s", settings.model, self.backend.name, self.backend.device, self.load_seconds
+        )
+
+    def tokenize_texts(self, texts: list[str], input_type: str | None = None) -> Tokenized:
+        prompt = self.spec.prompts.get(input_type or "", "")
+        return self.tokenizer.encode_texts([prompt + text for text in texts] if prompt else texts)
+
+    def embed(self, id_lists: list[list[int]]) -> np.ndarray:
+        """Unit-length (when the model normalises) float32 embeddings [inputs, dims], in input order."""
+        stats = ForwardStats()
+        output = np.empty((len(id_lists), self.spec.dimensions), dtype=np.float32)
+        lengths = [len(ids) for ids in id_lists]
+        for indices in plan_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_inputs):
+            batch = pad_batch([id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side)
+            hidden = self.backend.forward(batch)
+            output[indices] = pool(hidden, batch.attention_mask, self.spec.pooling)
+            stats.passes += 1
+            stats.real_tokens += batch.real_tokens
+            stats.padded_tokens += batch.padded_tokens
+        self.last_stats = stats
+        return l2_normalize(output) if self.spec.normalize else output
+
+    def embed_texts(self, texts: list[str], input_type: str | None = None) -> np.ndarray:
+        return self.embed(self.tokenize_texts(texts, input_type).ids)

@@ -1,0 +1,147 @@
+"""Hugging Face model -> ONNX / OpenVINO artefacts (optionally int8) in the cache.
+
+Exporting needs torch and optimum; serving an artefact needs only its runtime. `ensure_artefact` therefore runs a
+missing export in a child process (`embedserve export`), so that a server of ONNX backends never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from server.settings import EngineSettings, ExportSettings
+
+log = logging.getLogger(__name__)
+
+MARKER = "embedserve-export.json"
+
+
+def artefact_dir(cache: Path, model: str, runtime: str, quantize: str) -> Path:
+    path = Path(model).expanduser()
+    if path.is_dir():
+        # Two local models may share a folder name; their resolved paths differ.
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
+        slug = f"local--{path.resolve().name}--{digest}"
+    else:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "--", model)
+    variant = runtime if quantize == "none" else f"{runtime}-{quantize}"
+    return cache / slug / variant
+
+
+def is_complete(directory: Path) -> bool:
+    return (directory / MARKER).is_file()
+
+
+def ensure_artefact(settings: EngineSettings, model_dir: Path, runtime: str, quantize: str) -> Path:
+    """The artefact's directory, exported first (in a child process) when it is missing."""
+    target = artefact_dir(settings.cache, settings.model, runtime, quantize)
+    if is_complete(target):
+        return target
+    if not settings.allow_export:
+        raise FileNotFoundError(
+            f"no {runtime} artefact for {settings.model} in {target.parent}; run "
+            f"`embedserve export --model {settings.model} --backend {runtime} --quantize {quantize}`"
+        )
+    log.warning("exporting %s to %s (%s, quantize=%s): first use, this takes a while", settings.model, target, runtime, quantize)
+    started = time.monotonic()
+    command = [
+        sys.executable, "-m", "server.cli", "export",
+        "--model", settings.model, "--backend", runtime, "--quantize", quantize, "--cache", str(settings.cache),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0 or not is_complete(target):
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"export of {settings.model} for {runtime} failed:\n{tail}")
+    log.warning("exported %s for %s in %.0f s", settings.model, runtime, time.monotonic() - started)
+    return target
+
+
+def export(settings: ExportSettings) -> Path:
+    """Write the artefact for one model/runtime/quantisation; atomic: a half-written export is never used."""
+    from server.models import resolve_model_dir
+
+    target = artefact_dir(settings.cache, settings.model, settings.backend, settings.quantize)
+    if is_complete(target) and not settings.force:
+        return target
+    model_dir = resolve_model_dir(settings.model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".partial-") as scratch:
+        staging = Path(scratch) / "out"
+        exporters = {"onnx": _export_onnx, "openvino": _export_openvino}
+        versions = exporters[settings.backend](model_dir, staging, settings.quantize, Path(scratch))
+        (staging / MARKER).write_text(
+            json.dumps({"model": settings.model, "runtime": settings.backend, "quantize": settings.quantize, **versions})
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    return target
+
+
+def _export_onnx(model_dir: Path, out: Path, quantize: str, scratch: Path) -> dict:
+    import onnxruntime
+    from optimum.exporters.onnx import main_export
+
+    fp32_dir = scratch / "fp32"
+    main_export(
+        str(model_dir), output=fp32_dir, task="feature-extraction", library_name="transformers", do_validation=False
+    )
+    out.mkdir(parents=True)
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # Dynamic quantisation needs no calibration data: weights go int8 offline, activations per batch.
+        quantize_dynamic(
+            fp32_dir / "model.onnx",
+            out / "model.onnx",
+            weight_type=QuantType.QUInt8,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            nodes_to_exclude=_feed_forward_matmuls(fp32_dir / "model.onnx"),
+        )
+    else:
+        for item in fp32_dir.iterdir():
+            shutil.move(str(item), out / item.name)
+    return {"onnxruntime": onnxruntime.__version__}
+
+
+# Per-batch int8 ranges clip the feed-forward block's activation outliers (post-GELU) badly. Measured on MiniLM,
+# batched, against fp32: min cosine 0.987 with every MatMul int8, 0.990 with the FFN output fp32, 0.993 with the
+# whole FFN fp32. So only attention projections go int8; the FFN stays fp32.
+_FFN_NAME_PARTS = ("/intermediate/", "/mlp/")
+
+
+def _feed_forward_matmuls(model_path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul"
+        and (
+            any(part in node.name for part in _FFN_NAME_PARTS)
+            or ("/output/dense/" in node.name and "/attention/" not in node.name)
+        )
+    ]
+
+
+def _export_openvino(model_dir: Path, out: Path, quantize: str, scratch: Path) -> dict:
+    import openvino
+    from optimum.intel import OVModelForFeatureExtraction, OVWeightQuantizationConfig
+
+    # int8 here is weight-only compression (nncf): no calibration set needed, activations stay fp32.
+    quantization = OVWeightQuantizationConfig(bits=8) if quantize == "int8" else None
+    model = OVModelForFeatureExtraction.from_pretrained(
+        model_dir, export=True, compile=False, load_in_8bit=False, quantization_config=quantization
+    )
+    model.save_pretrained(out)
+    return {"openvino": openvino.__version__}

@@ -1,0 +1,131 @@
+"""One typed place for configuration: CLI flags > EMBEDSERVE_* environment > YAML file > defaults.
+
+The YAML file is named by ``--config PATH`` or ``EMBEDSERVE_CONFIG``; its keys are the field names below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+CONFIG_ENV = "EMBEDSERVE_CONFIG"
+
+
+def _split_commas(value: object) -> object:
+    """`--backends torch,onnx` and `EMBEDSERVE_BACKENDS=torch,onnx` read as lists."""
+    if isinstance(value, str) and not value.lstrip().startswith("["):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "embedserve"
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EMBEDSERVE_",
+        cli_kebab_case=True,
+        extra="ignore",
+        protected_namespaces=(),
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_path := os.environ.get(CONFIG_ENV):
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+        return tuple(sources)
+
+
+class EngineSettings(_Settings):
+    """What loading one model on one backend needs (shared by serve, export and bench)."""
+
+    model: str = Field(DEFAULT_MODEL, description="Hugging Face model ID or local directory")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto picks cuda when torch sees a GPU, else cpu"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="torch compute dtype; auto = float32 on CPU, float16 on CUDA (bfloat16 where the model needs it)"
+    )
+    cache: Path = Field(
+        default_factory=default_cache_dir,
+        description="where exported ONNX/OpenVINO artefacts live (env EMBEDSERVE_CACHE)",
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, description="cap on tokens per input, below the model's own limit (default: the model's limit)"
+    )
+    max_batch_tokens: int = Field(
+        16384, ge=1, description="token budget of one forward pass (padded length x inputs)"
+    )
+    max_batch_inputs: int = Field(256, ge=1, description="most inputs in one forward pass")
+    cpu_threads: int | None = Field(None, ge=1, description="intra-op threads per backend (default: runtime's own)")
+    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        "LATENCY", description="OpenVINO performance hint"
+    )
+    allow_export: bool = Field(True, description="export missing ONNX/OpenVINO artefacts on first use")
+
+
+class ServeSettings(EngineSettings):
+    """`embedserve serve`: one LitServe server, one endpoint per backend."""
+
+    backends: Annotated[list[str], BeforeValidator(_split_commas)] = Field(
+        ["torch", "onnx", "openvino"],
+        description="backends to serve, comma separated; variants: onnx-int8, openvino-int8",
+    )
+    default_backend: str | None = Field(None, description="backend behind POST /v1/embeddings (default: first)")
+    host: str = Field("127.0.0.1", description="bind address (0.0.0.0 in containers)")
+    port: int = Field(8000, ge=1024, le=65535, description="HTTP port")
+    api_servers: int = Field(1, ge=1, description="HTTP front processes")
+    max_batch_requests: int = Field(32, ge=1, description="requests merged into one dynamic batch")
+    batch_timeout_ms: float = Field(2.0, ge=0, description="how long a batch waits for more requests")
+    max_queue: int = Field(
+        256, ge=1, description="requests in flight per backend (per HTTP process); beyond it: 503 + Retry-After"
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body limit; beyond it: 413")
+    max_inputs: int = Field(2048, ge=1, description="inputs per request (OpenAI: 2048)")
+    max_request_tokens: int = Field(300_000, ge=1, description="tokens per request (OpenAI: 300000)")
+    request_timeout_s: float = Field(60.0, gt=0, description="longest a request may wait in the queue")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="server log level")
+
+    @property
+    def default_backend_name(self) -> str:
+        return self.default_backend or self.backends[0]
+
+
+class ExportSettings(_Settings):
+    """`embedserve export`: write an ONNX or OpenVINO artefact into the cache."""
+
+    model: str = Field(DEFAULT_MODEL, description="Hugging Face model ID or local directory")
+    backend: Literal["onnx", "openvino"] = Field("onnx", description="runtime to export for")
+    quantize: Literal["none", "int8"] = Field("none", description="int8: dynamic (ONNX) / weight-only (OpenVINO)")
+    cache: Path = Field(default_factory=default_cache_dir, description="artefact cache (env EMBEDSERVE_CACHE)")
+    force: bool = Field(False, description="export again even when the artefact exists")
+
+
+class BenchSettings(EngineSettings):
+    """`embedserve bench`: in-process throughput per backend, parity and peak RSS."""
+
+    backends: Annotated[list[str], BeforeValidator(_split_commas)] = Field(["torch", "onnx", "openvino"], description="backends to measure, comma separated")
+    batch_sizes: Annotated[list[int], BeforeValidator(_split_commas)] = Field([1, 8, 32], description="inputs per forward call, comma separated")
+    profiles: Annotated[list[Literal["short", "long"]], BeforeValidator(_split_commas)] = Field(["short", "long"], description="text lengths")
+    seconds: float = Field(3.0, gt=0, description="timed seconds per cell (after one warm-up call)")
+    parity_texts: int = Field(128, ge=1, description="texts compared against sentence-transformers")

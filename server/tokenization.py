@@ -1,0 +1,66 @@
+"""Tokenization on the hot path with Hugging Face `tokenizers` (Rust, batch-parallel), not transformers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Token ids per input (special tokens included) and which inputs were longer than the limit."""
+
+    ids: list[list[int]]
+    overflowed: list[bool]
+
+    @property
+    def token_count(self) -> int:
+        return sum(len(ids) for ids in self.ids)
+
+
+class TextTokenizer:
+    def __init__(self, model_dir: Path, max_tokens: int):
+        self.max_tokens = max_tokens
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        padding = self._tokenizer.padding
+        self.pad_id = padding["pad_id"] if padding else self._pad_id_from_config(model_dir)
+        # We pad per batch ourselves (to the batch's longest input, not a fixed length).
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_tokens)
+        self.vocab_size = self._tokenizer.get_vocab_size()
+        self._prefix, self._suffix = self._special_token_frame()
+
+    def _pad_id_from_config(self, model_dir: Path) -> int:
+        config_path = model_dir / "tokenizer_config.json"
+        pad_token = json.loads(config_path.read_text()).get("pad_token") if config_path.is_file() else None
+        if isinstance(pad_token, dict):
+            pad_token = pad_token.get("content")
+        pad_id = self._tokenizer.token_to_id(pad_token) if pad_token else None
+        return pad_id if pad_id is not None else 0
+
+    def _special_token_frame(self) -> tuple[list[int], list[int]]:
+        """The special tokens the post-processor puts before and after one sequence (e.g. [CLS] … [SEP])."""
+        framed = self._tokenizer.encode("hello", add_special_tokens=True).ids
+        bare = self._tokenizer.encode("hello", add_special_tokens=False).ids
+        for start in range(len(framed) - len(bare) + 1):
+            if framed[start : start + len(bare)] == bare:
+                return framed[:start], framed[start + len(bare) :]
+        return [], []
+
+    def encode_texts(self, texts: list[str]) -> Tokenized:
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        return Tokenized(
+            ids=[encoding.ids for encoding in encodings],
+            overflowed=[bool(encoding.overflowing) for encoding in encodings],
+        )
+
+    def frame_token_ids(self, id_lists: list[list[int]]) -> Tokenized:
+        """Client-given token ids get the same special tokens and truncation as text would."""
+        room = self.max_tokens - len(self._prefix) - len(self._suffix)
+        return Tokenized(
+            ids=[self._prefix + ids[:room] + self._suffix for ids in id_lists],
+            overflowed=[len(ids) > room for ids in id_lists],
+        )
