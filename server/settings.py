@@ -101,7 +101,6 @@ class ServeSettings(EngineSettings):
         256, ge=1, description="requests in flight per backend (per HTTP process); beyond it: 503 + Retry-After"
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body limit; beyond it: 413")
-    max_inputs: int = Field(2048, ge=1, description="inputs per request (OpenAI: 2048)")
     max_request_tokens: int = Field(300_000, ge=1, description="tokens per request (OpenAI: 300000)")
     request_timeout_s: float = Field(60.0, gt=0, description="longest a request may wait in the queue")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="server log level")

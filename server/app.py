@@ -1,0 +1,193 @@
+"""Builds the LitServer: one LitAPI (own queue, own worker process) per backend, plus the routes around them.
+
+LitServe's hooks are used as meant: the HTTP process validates the body (pydantic), the worker process decodes
+(tokenizes, checks limits), predicts one dynamic batch across requests, and encodes each response.
+"""
+
+# No `from __future__ import annotations` here: LitServe reads decode_request's annotation to build the route,
+# and needs the class itself, not its name.
+import logging
+
+import litserve as ls
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from server.api import EmbeddingRequest, EmbeddingResult, OpenAIError, error_response, model_not_found, success_response
+from server.backends.base import BackendVariant
+from server.errors import install_error_handlers
+from server.admission import AdmissionMiddleware
+from server.readiness import BackendStatus, install_status_routes
+from server.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+def embeddings_path(backend: str) -> str:
+    return f"/{backend}/v1/embeddings"
+
+
+class PreparedRequest:
+    """A request that passed every check, tokenized: what predict() needs and encode_response() reports."""
+
+    __slots__ = ("ids", "prompt_tokens", "model", "dimensions", "encoding_format")
+
+    def __init__(self, ids: list[list[int]], request: EmbeddingRequest):
+        self.ids = ids
+        self.prompt_tokens = sum(len(i) for i in ids)
+        self.model = request.model
+        self.dimensions = request.dimensions
+        self.encoding_format = request.encoding_format
+
+
+class EmbeddingAPI(ls.LitAPI):
+    def __init__(self, settings: ServeSettings, backend: str, status: BackendStatus):
+        super().__init__(
+            max_batch_size=settings.max_batch_requests,
+            batch_timeout=settings.batch_timeout_ms / 1000,
+            api_path=embeddings_path(backend),
+        )
+        self.settings = settings
+        self.backend = backend
+        self.status = status
+        self.embedder = None
+
+    def setup(self, device: str) -> None:
+        from server.embedder import Embedder
+
+        # A backend that cannot load reports why in /ready and answers 503; the other backends keep serving.
+        try:
+            self.embedder = Embedder(self.settings, self.backend)
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+            log.exception("backend %s failed to load", self.backend)
+            self.status.set_failed(f"{type(exc).__name__}: {exc}")
+            return
+        self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds)
+
+    def decode_request(self, request: EmbeddingRequest) -> PreparedRequest | OpenAIError:
+        # Errors are returned, not raised: in a batched loop a raise would fail every request of the batch.
+        try:
+            return self._prepare(request)
+        except OpenAIError as error:
+            return error
+
+    def _prepare(self, request: EmbeddingRequest) -> PreparedRequest:
+        if self.embedder is None:
+            raise OpenAIError(503, f"backend `{self.backend}` is not available: {self.status.detail()}")
+        spec = self.embedder.spec
+        if request.model not in spec.names:
+            raise model_not_found(request.model, list(spec.names))
+        if request.dimensions is not None and request.dimensions > spec.dimensions:
+            raise OpenAIError(
+                400,
+                f"dimensions={request.dimensions} is larger than the model's {spec.dimensions}",
+                param="dimensions",
+                code="invalid_dimensions",
+            )
+        inputs = request.inputs()
+        if isinstance(inputs[0], str):
+            tokenized = self.embedder.tokenize_texts(inputs, request.input_type)  # type: ignore[arg-type]
+        else:
+            vocab = self.embedder.tokenizer.vocab_size
+            for index, ids in enumerate(inputs):
+                if any(not 0 <= token < vocab for token in ids):  # type: ignore[union-attr]
+                    raise OpenAIError(400, f"input[{index}] has token ids outside [0, {vocab})", param="input")
+            tokenized = self.embedder.tokenizer.frame_token_ids(inputs)  # type: ignore[arg-type]
+        if not request.truncate and any(tokenized.overflowed):
+            index = tokenized.overflowed.index(True)
+            raise OpenAIError(
+                400,
+                f"input[{index}] is longer than the model's limit of {spec.max_tokens} tokens and truncate is false",
+                param="input",
+                code="context_length_exceeded",
+            )
+        if tokenized.token_count > self.settings.max_request_tokens:
+            raise OpenAIError(
+                400,
+                f"the request has {tokenized.token_count} tokens; at most {self.settings.max_request_tokens} allowed",
+                param="input",
+                code="max_tokens_per_request",
+            )
+        return PreparedRequest(tokenized.ids, request)
+
+    def batch(self, inputs: list) -> list:
+        return inputs
+
+    def predict(self, requests: list) -> list[EmbeddingResult | OpenAIError]:
+        """One forward plan for every input of every request in the batch; results split back per request."""
+        from server.pooling import truncate_dimensions
+
+        if self.max_batch_size == 1:  # LitServe's unbatched loop hands over one request
+            return self.predict([requests])[0]
+        valid = [r for r in requests if isinstance(r, PreparedRequest)]
+        all_ids = [ids for r in valid for ids in r.ids]
+        vectors = self.embedder.embed(all_ids) if all_ids else None
+        results: list[EmbeddingResult | OpenAIError] = []
+        offset = 0
+        for request in requests:
+            if isinstance(request, OpenAIError):
+                results.append(request)
+                continue
+            own = vectors[offset : offset + len(request.ids)]
+            offset += len(request.ids)
+            results.append(
+                EmbeddingResult(
+                    truncate_dimensions(own, request.dimensions),
+                    request.prompt_tokens,
+                    request.model,
+                    request.encoding_format,
+                )
+            )
+        return results
+
+    def unbatch(self, output: list) -> list:
+        return output
+
+    def encode_response(self, output: EmbeddingResult | OpenAIError) -> Response:
+        return error_response(output) if isinstance(output, OpenAIError) else success_response(output)
+
+
+def build_server(settings: ServeSettings) -> ls.LitServer:
+    backends = [BackendVariant.parse(name).name for name in settings.backends]
+    if len(set(backends)) != len(backends):
+        raise ValueError(f"a backend is listed twice: {settings.backends}")
+    if settings.default_backend_name not in backends:
+        raise ValueError(f"default backend {settings.default_backend_name!r} is not among {backends}")
+    statuses = {name: BackendStatus.create() for name in backends}
+    apis = [EmbeddingAPI(settings, name, statuses[name]) for name in backends]
+    server = ls.LitServer(
+        apis,
+        accelerator="cpu",  # each backend picks its own device in setup(); LitServe only schedules processes
+        workers_per_device=1,
+        timeout=settings.request_timeout_s,
+        healthcheck_path="/litserve/health",
+        info_path="/litserve/info",
+    )
+    app: FastAPI = server.app
+    _route_default_backend(app, settings.default_backend_name)
+    install_status_routes(app, settings.model, statuses)
+    install_error_handlers(app)
+    app.add_middleware(
+        AdmissionMiddleware,
+        queue_limit=settings.max_queue,
+        max_body_bytes=settings.max_body_bytes,
+        default_path=embeddings_path(settings.default_backend_name),
+    )
+    return server
+
+
+def _route_default_backend(app: FastAPI, default_backend: str) -> None:
+    """POST /v1/embeddings runs the very endpoint of the default backend (same queue, same worker)."""
+    route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == embeddings_path(default_backend))
+    app.add_api_route("/v1/embeddings", route.endpoint, methods=["POST"], summary=f"Embeddings ({default_backend})")
+
+
+def run_server(settings: ServeSettings) -> None:
+    server = build_server(settings)
+    server.run(
+        host=settings.host,
+        port=settings.port,
+        num_api_servers=settings.api_servers,
+        log_level=settings.log_level,
+        generate_client_file=False,
+    )

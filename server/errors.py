@@ -1,0 +1,71 @@
+"""Every error the HTTP layer sees leaves in OpenAI's shape: validation, unknown paths, worker errors, crashes."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from server.api import OpenAIError, error_response
+
+log = logging.getLogger(__name__)
+
+_INPUT_SHAPE = "input must be a string, an array of strings, an array of token ids, or an array of arrays of token ids"
+
+
+def validation_error(exc: RequestValidationError) -> OpenAIError:
+    """One clear message for the first problem, instead of FastAPI's 422 list of union branches."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first["type"] == "json_invalid":
+        return OpenAIError(400, f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}")
+    location = [str(part) for part in first["loc"] if part != "body"]
+    param = location[0] if location else None
+    if first["type"] == "value_error":
+        message = first["msg"].removeprefix("Value error, ")
+    elif param == "input" and first["type"] != "missing":
+        message = _INPUT_SHAPE
+    elif first["type"] == "missing":
+        message = f"`{param}` is required" if param else "a JSON body is required"
+    elif first["type"] == "model_attributes_type":
+        message = "the body must be a JSON object, sent with Content-Type: application/json"
+    else:
+        message = f"`{'.'.join(location) or 'body'}`: {first['msg']}"
+    return OpenAIError(400, message, param=param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            error = OpenAIError(404, f"no route {request.method} {request.url.path}", code="not_found")
+        elif exc.status_code >= 500:
+            # LitServe reports worker crashes as 500 and queue timeouts as 504; details stay in the server log.
+            error = OpenAIError(exc.status_code, _server_message(exc))
+        else:
+            error = OpenAIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+        return error_response(error)
+
+    @app.exception_handler(OpenAIError)
+    async def on_openai_error(request: Request, exc: OpenAIError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(OpenAIError(500, "internal server error"))
+
+
+def _server_message(exc: StarletteHTTPException) -> str:
+    if exc.status_code == 504:
+        return "the request waited in the queue longer than the server's request timeout"
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    return detail if detail and "Traceback" not in detail else "internal server error"
