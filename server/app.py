@@ -113,12 +113,15 @@ class EmbeddingAPI(ls.LitAPI):
     def batch(self, inputs: list) -> list:
         return inputs
 
-    def predict(self, requests: list) -> list[EmbeddingResult | OpenAIError]:
+    def predict(self, requests):
+        if self.max_batch_size == 1:  # LitServe's unbatched loop hands over one request, not a list
+            return self.embed_requests([requests])[0]
+        return self.embed_requests(requests)
+
+    def embed_requests(self, requests: list) -> list[EmbeddingResult | OpenAIError]:
         """One forward plan for every input of every request in the batch; results split back per request."""
         from server.pooling import truncate_dimensions
 
-        if self.max_batch_size == 1:  # LitServe's unbatched loop hands over one request
-            return self.predict([requests])[0]
         valid = [r for r in requests if isinstance(r, PreparedRequest)]
         all_ids = [ids for r in valid for ids in r.ids]
         vectors = self.embedder.embed(all_ids) if all_ids else None

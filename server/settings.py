@@ -5,6 +5,7 @@ The YAML file is named by ``--config PATH`` or ``EMBEDSERVE_CONFIG``; its keys a
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -23,7 +25,9 @@ CONFIG_ENV = "EMBEDSERVE_CONFIG"
 
 def _split_commas(value: object) -> object:
     """`--backends torch,onnx` and `EMBEDSERVE_BACKENDS=torch,onnx` read as lists."""
-    if isinstance(value, str) and not value.lstrip().startswith("["):
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return json.loads(value)
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
 
@@ -87,7 +91,7 @@ class EngineSettings(_Settings):
 class ServeSettings(EngineSettings):
     """`embedserve serve`: one LitServe server, one endpoint per backend."""
 
-    backends: Annotated[list[str], BeforeValidator(_split_commas)] = Field(
+    backends: Annotated[list[str], NoDecode, BeforeValidator(_split_commas)] = Field(
         ["torch", "onnx", "openvino"],
         description="backends to serve, comma separated; variants: onnx-int8, openvino-int8",
     )
@@ -123,8 +127,8 @@ class ExportSettings(_Settings):
 class BenchSettings(EngineSettings):
     """`embedserve bench`: in-process throughput per backend, parity and peak RSS."""
 
-    backends: Annotated[list[str], BeforeValidator(_split_commas)] = Field(["torch", "onnx", "openvino"], description="backends to measure, comma separated")
-    batch_sizes: Annotated[list[int], BeforeValidator(_split_commas)] = Field([1, 8, 32], description="inputs per forward call, comma separated")
-    profiles: Annotated[list[Literal["short", "long"]], BeforeValidator(_split_commas)] = Field(["short", "long"], description="text lengths")
+    backends: Annotated[list[str], NoDecode, BeforeValidator(_split_commas)] = Field(["torch", "onnx", "openvino"], description="backends to measure, comma separated")
+    batch_sizes: Annotated[list[int], NoDecode, BeforeValidator(_split_commas)] = Field([1, 8, 32], description="inputs per forward call, comma separated")
+    profiles: Annotated[list[Literal["short", "long"]], NoDecode, BeforeValidator(_split_commas)] = Field(["short", "long"], description="text lengths")
     seconds: float = Field(3.0, gt=0, description="timed seconds per cell (after one warm-up call)")
     parity_texts: int = Field(128, ge=1, description="texts compared against sentence-transformers")

@@ -1,0 +1,35 @@
+import random
+
+import numpy as np
+
+from server.batching import pad_batch, plan_batches
+
+
+def test_plan_covers_every_input_once_within_budget():
+    rng = random.Random(3)
+    lengths = [rng.randint(1, 300) for _ in range(500)]
+    batches = plan_batches(lengths, max_batch_tokens=2048, max_batch_inputs=64)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for batch in batches:
+        assert len(batch) <= 64
+        assert max(lengths[i] for i in batch) * len(batch) <= 2048
+
+
+def test_plan_sorts_by_length_to_cut_padding():
+    lengths = [5, 100, 6, 99, 4, 98]
+    batches = plan_batches(lengths, max_batch_tokens=300, max_batch_inputs=3)
+    assert [sorted(lengths[i] for i in b) for b in batches] == [[98, 99, 100], [4, 5, 6]]
+
+
+def test_input_longer_than_budget_still_gets_its_own_batch():
+    assert plan_batches([10, 5000, 10], max_batch_tokens=100, max_batch_inputs=8) == [[1], [0, 2]]
+
+
+def test_pad_batch_right_and_left():
+    right = pad_batch([[1, 2, 3], [4]], pad_id=0)
+    np.testing.assert_array_equal(right.input_ids, [[1, 2, 3], [4, 0, 0]])
+    np.testing.assert_array_equal(right.attention_mask, [[1, 1, 1], [1, 0, 0]])
+    left = pad_batch([[1, 2, 3], [4]], pad_id=9, padding_side="left")
+    np.testing.assert_array_equal(left.input_ids, [[1, 2, 3], [9, 9, 4]])
+    np.testing.assert_array_equal(left.attention_mask, [[1, 1, 1], [0, 0, 1]])
+    assert (left.real_tokens, left.padded_tokens) == (4, 6)

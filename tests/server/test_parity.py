@@ -1,0 +1,46 @@
+"""Each backend against sentence-transformers' own output for the same texts (the packaged MiniLM weights)."""
+
+import numpy as np
+import pytest
+
+from loadtest.corpus import varied_texts
+from server.embedder import Embedder
+from server.settings import EngineSettings
+
+from tests.conftest import MODEL
+
+pytestmark = pytest.mark.slow
+
+TEXTS = varied_texts(128)  # single words, questions, sentences, 150-400 word texts (over the 256-token limit)
+
+# fp32 runtimes compute the same function; int8 trades a little accuracy for speed and size.
+MIN_COSINE = {"torch": 0.9999, "onnx": 0.9999, "openvino": 0.9999, "onnx-int8": 0.99, "openvino-int8": 0.99}
+
+
+@pytest.fixture(scope="module")
+def reference(minilm_dir) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_dir), device="cpu").encode(TEXTS, normalize_embeddings=True)
+
+
+@pytest.mark.parametrize("backend", list(MIN_COSINE))
+def test_backend_matches_sentence_transformers(backend, exported, reference):
+    embedder = Embedder(EngineSettings(model=MODEL, cache=exported, allow_export=False, device="cpu"), backend)
+    vectors = embedder.embed_texts(TEXTS)
+    assert vectors.shape == reference.shape
+    cosines = (vectors * reference).sum(axis=1)
+    assert cosines.min() >= MIN_COSINE[backend], f"{backend}: min cosine {cosines.min():.6f}"
+    # Batched (length-sorted, padded) and one-by-one give the same embedding for each input.
+    singles = np.concatenate([embedder.embed_texts([text]) for text in TEXTS[:16]])
+    assert (singles * vectors[:16]).sum(axis=1).min() >= MIN_COSINE[backend]
+
+
+def test_token_budget_changes_batching_not_results(exported):
+    settings = dict(model=MODEL, cache=exported, allow_export=False, device="cpu")
+    wide = Embedder(EngineSettings(**settings), "onnx")
+    narrow = Embedder(EngineSettings(**settings, max_batch_tokens=300, max_batch_inputs=4), "onnx")
+    a, b = wide.embed_texts(TEXTS), narrow.embed_texts(TEXTS)
+    assert narrow.last_stats.passes > wide.last_stats.passes
+    assert narrow.last_stats.padded_tokens <= narrow.last_stats.passes * max(300, 256)
+    np.testing.assert_allclose(a, b, atol=2e-5)

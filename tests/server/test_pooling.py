@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from server.batching import pad_batch
+from server.pooling import cls_pool, l2_normalize, last_token_pool, mean_pool, truncate_dimensions
+
+
+def test_mean_pool_ignores_padding():
+    hidden = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]], dtype=np.float32)
+    mask = np.array([[1, 1, 0]])
+    np.testing.assert_allclose(mean_pool(hidden, mask), [[2.0, 3.0]])
+
+
+def test_cls_pool_takes_first_position():
+    hidden = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+    np.testing.assert_array_equal(cls_pool(hidden, np.ones((2, 3))), hidden[:, 0])
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_last_token_pool_finds_last_real_token_on_either_side(side):
+    batch = pad_batch([[5, 6, 7], [8]], pad_id=0, padding_side=side)
+    hidden = batch.input_ids[..., None].astype(np.float32)  # each position carries its own token id
+    np.testing.assert_array_equal(last_token_pool(hidden, batch.attention_mask)[:, 0], [7, 8])
+
+
+def test_truncate_dimensions_renormalises():
+    vectors = l2_normalize(np.array([[3.0, 4.0, 12.0]], dtype=np.float32))
+    truncated = truncate_dimensions(vectors, 2)
+    assert truncated.shape == (1, 2)
+    np.testing.assert_allclose(np.linalg.norm(truncated, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(truncated[0], [0.6, 0.8], rtol=1e-6)
+    assert truncate_dimensions(vectors, None) is vectors
+    assert truncate_dimensions(vectors, 3) is vectors

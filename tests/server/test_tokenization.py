@@ -1,0 +1,30 @@
+from tokenizers import Tokenizer
+
+from server.tokenization import TextTokenizer
+
+
+def test_token_ids_get_the_same_frame_as_text(minilm_dir):
+    tokenizer = TextTokenizer(minilm_dir, max_tokens=256)
+    plain = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    plain.no_truncation()
+    plain.no_padding()
+    text = "Embeddings turn text into vectors."
+    bare_ids = plain.encode(text, add_special_tokens=False).ids
+    assert tokenizer.frame_token_ids([bare_ids]).ids == tokenizer.encode_texts([text]).ids
+    assert tokenizer.encode_texts([text]).ids[0][0] == plain.token_to_id("[CLS]")
+
+
+def test_truncation_marks_overflow_and_keeps_special_tokens(minilm_dir):
+    tokenizer = TextTokenizer(minilm_dir, max_tokens=16)
+    result = tokenizer.encode_texts(["word " * 40, "short text"])
+    assert result.overflowed == [True, False]
+    assert len(result.ids[0]) == 16
+    assert result.ids[0][-1] == result.ids[1][-1]  # [SEP] survives the cut
+    framed = tokenizer.frame_token_ids([list(range(1000, 1040)), [1000]])
+    assert framed.overflowed == [True, False]
+    assert len(framed.ids[0]) == 16
+    assert result.token_count == len(result.ids[0]) + len(result.ids[1])
+
+
+def test_pad_id_comes_from_the_tokenizer(minilm_dir):
+    assert TextTokenizer(minilm_dir, 256).pad_id == 0
