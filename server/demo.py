@@ -1,0 +1,52 @@
+"""`make demo`: the three backends on the default model, one request to each endpoint, then the bench table."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from server.bench import run_bench
+from server.launcher import ServerProcess
+from server.settings import DEFAULT_MODEL, BenchSettings
+
+BACKENDS = ("torch", "onnx", "openvino")
+TEXTS = ["How do I bake sourdough bread?", "A recipe for sourdough bread", "The quarterly numbers are late."]
+
+
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def main() -> None:
+    log_path = Path(tempfile.gettempdir()) / "embedserve-demo.log"
+    print(f"starting embedserve with {', '.join(BACKENDS)} on {DEFAULT_MODEL} (log: {log_path}) ...", flush=True)
+    server = ServerProcess("--backends", ",".join(BACKENDS), log_path=log_path).wait_ready()
+    try:
+        vectors = {}
+        for backend in BACKENDS:
+            url = f"{server.url}/{backend}/v1/embeddings"
+            reply = post_json(url, {"model": DEFAULT_MODEL, "input": TEXTS})
+            vectors[backend] = np.array([item["embedding"] for item in reply["data"]])
+            first = ", ".join(f"{v:+.4f}" for v in vectors[backend][0][:4])
+            print(f"POST {url}: {len(reply['data'])} x {vectors[backend].shape[1]} dims, "
+                  f"{reply['usage']['prompt_tokens']} tokens, first: [{first}, ...]")
+        similarity = vectors["torch"] @ vectors["torch"].T
+        print(f"cosine(query, matching doc) = {similarity[0, 1]:.3f}, cosine(query, unrelated) = {similarity[0, 2]:.3f}")
+        for backend in BACKENDS[1:]:
+            agreement = (vectors[backend] * vectors["torch"]).sum(axis=1).min()
+            print(f"{backend} vs torch: min cosine {agreement:.6f}")
+    finally:
+        server.stop()
+    print("\nin-process bench (embedserve bench --seconds 2):", flush=True)
+    run_bench(BenchSettings(backends=list(BACKENDS), seconds=2.0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
