@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from server.backends.base import Quantization, runtime_inputs
+from server.backends.base import BackendVariant, Quantization, runtime_inputs
 from server.batching import TokenBatch
 from server.export import ensure_artefact
 from server.settings import EngineSettings
@@ -16,7 +16,7 @@ from server.settings import EngineSettings
 class OnnxBackend:
     def __init__(self, quantize: Quantization = "none") -> None:
         self.quantize = quantize
-        self.name = "onnx" if quantize == "none" else f"onnx-{quantize}"
+        self.name = BackendVariant("onnx", quantize).name
         self.device = "cpu"
         self._session: ort.InferenceSession | None = None
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from server.backends.base import Quantization, runtime_inputs
+from server.backends.base import BackendVariant, Quantization, runtime_inputs
 from server.batching import TokenBatch
 from server.export import ensure_artefact
 from server.settings import EngineSettings
@@ -16,7 +16,7 @@ from server.settings import EngineSettings
 class OpenVinoBackend:
     def __init__(self, quantize: Quantization = "none") -> None:
         self.quantize = quantize
-        self.name = "openvino" if quantize == "none" else f"openvino-{quantize}"
+        self.name = BackendVariant("openvino", quantize).name
         # OpenVINO's GPU plugin targets Intel GPUs; on an NVIDIA host this backend stays on the CPU.
         self.device = "cpu"
 
