@@ -15,8 +15,9 @@ from starlette.responses import Response
 
 from server.api import EmbeddingRequest, EmbeddingResult, OpenAIError, error_response, model_not_found, success_response
 from server.backends.base import BackendVariant
-from server.errors import install_error_handlers
 from server.admission import AdmissionMiddleware
+from server.errors import install_error_handlers
+from server.pooling import truncate_dimensions
 from server.readiness import BackendStatus, install_status_routes
 from server.settings import ServeSettings
 
@@ -120,8 +121,6 @@ class EmbeddingAPI(ls.LitAPI):
 
     def embed_requests(self, requests: list) -> list[EmbeddingResult | OpenAIError]:
         """One forward plan for every input of every request in the batch; results split back per request."""
-        from server.pooling import truncate_dimensions
-
         valid = [r for r in requests if isinstance(r, PreparedRequest)]
         all_ids = [ids for r in valid for ids in r.ids]
         vectors = self.embedder.embed(all_ids) if all_ids else None

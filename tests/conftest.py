@@ -32,6 +32,17 @@ def minilm_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def plain_tokenizer(minilm_dir: Path):
+    """MiniLM's tokenizer as a client would use it: its saved padding to 128 and truncation switched off."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Exports are slow; EMBEDSERVE_TEST_CACHE keeps them between runs (make test points it under .cache/)."""
     configured = os.environ.get("EMBEDSERVE_TEST_CACHE")

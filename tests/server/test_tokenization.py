@@ -1,13 +1,9 @@
-from tokenizers import Tokenizer
-
 from server.tokenization import TextTokenizer
 
 
-def test_token_ids_get_the_same_frame_as_text(minilm_dir):
+def test_token_ids_get_the_same_frame_as_text(minilm_dir, plain_tokenizer):
     tokenizer = TextTokenizer(minilm_dir, max_tokens=256)
-    plain = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
-    plain.no_truncation()
-    plain.no_padding()
+    plain = plain_tokenizer
     text = "Embeddings turn text into vectors."
     bare_ids = plain.encode(text, add_special_tokens=False).ids
     assert tokenizer.frame_token_ids([bare_ids]).ids == tokenizer.encode_texts([text]).ids
