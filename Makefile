@@ -8,7 +8,10 @@ export TOKENIZERS_PARALLELISM ?= false
 # Exported test artefacts are kept between runs (they take a minute to make).
 export EMBEDSERVE_TEST_CACHE ?= $(CURDIR)/.cache/test-exports
 
-.PHONY: demo test test-fast serve bench clean
+# Prometheus and promtool for the monitoring tests, from Debian; without apt those tests skip and say why.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+.PHONY: demo test test-fast serve bench dashboards prometheus clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +24,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m server.demo
 
-test: $(STAMP)
+test: $(STAMP) prometheus
 	$(BIN)/python -m pytest -ra
 
 test-fast: $(STAMP)
@@ -32,6 +35,14 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/embedserve bench
+
+prometheus:
+	@command -v promtool >/dev/null || $(SUDO) apt-get install -y --no-install-recommends prometheus \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; } \
+		|| echo "warning: could not install prometheus; the tests that need it will skip"
+
+dashboards: $(STAMP)
+	$(BIN)/python -m monitoring.dashboards
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -7,12 +7,13 @@ always get `{"error": {"message", "type", "param", "code"}}` with the right stat
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass
 from typing import Literal, Union
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, StrictStr, field_validator
 from starlette.responses import Response
 
 # OpenAI's own limit on inputs per request.
@@ -33,6 +34,13 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
     truncate: bool = Field(True, description="extension: false makes an over-long input a 400 instead of a cut")
     input_type: Literal["query", "document"] | None = Field(None, description="extension: picks the model's prompt")
+    # Stamped when the HTTP process has parsed the body; travels with the request to the inference worker, where
+    # it gives the queue wait. CLOCK_MONOTONIC is one clock for every process on a Linux host.
+    _received_at: float = PrivateAttr(default_factory=time.monotonic)
+
+    @property
+    def received_at(self) -> float:
+        return self._received_at
 
     @field_validator("input")
     @classmethod

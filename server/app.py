@@ -7,6 +7,11 @@ LitServe's hooks are used as meant: the HTTP process validates the body (pydanti
 # No `from __future__ import annotations` here: LitServe reads decode_request's annotation to build the route,
 # and needs the class itself, not its name.
 import logging
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
 
 import litserve as ls
 from fastapi import FastAPI
@@ -17,6 +22,8 @@ from server.api import EmbeddingRequest, EmbeddingResult, OpenAIError, error_res
 from server.backends.base import BackendVariant
 from server.admission import AdmissionMiddleware
 from server.errors import install_error_handlers
+from server.metrics import server_metrics, start_memory_sampler, use_multiprocess_dir
+from server.metrics_http import RequestMetricsMiddleware, install_metrics_route
 from server.pooling import truncate_dimensions
 from server.readiness import BackendStatus, install_status_routes
 from server.settings import ServeSettings
@@ -31,10 +38,11 @@ def embeddings_path(backend: str) -> str:
 class PreparedRequest:
     """A request that passed every check, tokenized: what predict() needs and encode_response() reports."""
 
-    __slots__ = ("ids", "prompt_tokens", "model", "dimensions", "encoding_format")
+    __slots__ = ("ids", "prompt_tokens", "model", "dimensions", "encoding_format", "received_at")
 
     def __init__(self, ids: list[list[int]], request: EmbeddingRequest):
         self.ids = ids
+        self.received_at = request.received_at
         self.prompt_tokens = sum(len(i) for i in ids)
         self.model = request.model
         self.dimensions = request.dimensions
@@ -56,6 +64,8 @@ class EmbeddingAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         from server.embedder import Embedder
 
+        self.metrics = server_metrics()
+        start_memory_sampler(self._sample_memory)
         # A backend that cannot load reports why in /ready and answers 503; the other backends keep serving.
         try:
             self.embedder = Embedder(self.settings, self.backend)
@@ -63,7 +73,12 @@ class EmbeddingAPI(ls.LitAPI):
             log.exception("backend %s failed to load", self.backend)
             self.status.set_failed(f"{type(exc).__name__}: {exc}")
             return
+        self.metrics.observe_loaded(self.embedder.backend, self.settings.model, self.embedder.load_seconds)
         self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds)
+
+    def _sample_memory(self) -> None:
+        device_peak = self.embedder.backend.peak_device_memory_bytes() if self.embedder else None
+        self.metrics.sample_memory("worker", self.backend, self.settings.model, device_peak)
 
     def decode_request(self, request: EmbeddingRequest) -> PreparedRequest | OpenAIError:
         # Errors are returned, not raised: in a batched loop a raise would fail every request of the batch.
@@ -123,7 +138,17 @@ class EmbeddingAPI(ls.LitAPI):
         """One forward plan for every input of every request in the batch; results split back per request."""
         valid = [r for r in requests if isinstance(r, PreparedRequest)]
         all_ids = [ids for r in valid for ids in r.ids]
-        vectors = self.embedder.embed(all_ids) if all_ids else None
+        vectors = None
+        if all_ids:
+            started = time.monotonic()
+            vectors = self.embedder.embed(all_ids)
+            self.metrics.observe_batch(
+                self.backend,
+                self.settings.model,
+                waits=[started - r.received_at for r in valid],
+                stats=self.embedder.last_stats,
+                inference_seconds=time.monotonic() - started,
+            )
         results: list[EmbeddingResult | OpenAIError] = []
         offset = 0
         for request in requests:
@@ -168,12 +193,19 @@ def build_server(settings: ServeSettings) -> ls.LitServer:
     app: FastAPI = server.app
     _route_default_backend(app, settings.default_backend_name)
     install_status_routes(app, settings.model, statuses)
+    install_metrics_route(app)
     install_error_handlers(app)
     app.add_middleware(
         AdmissionMiddleware,
         queue_limit=settings.max_queue,
         max_body_bytes=settings.max_body_bytes,
         default_path=embeddings_path(settings.default_backend_name),
+    )
+    # Added last, so it runs first: it also counts what admission control turns away.
+    backend_by_path = {embeddings_path(name): name for name in backends}
+    backend_by_path["/v1/embeddings"] = settings.default_backend_name
+    app.add_middleware(
+        RequestMetricsMiddleware, backend_by_path=backend_by_path, model=settings.model, queue_limit=settings.max_queue
     )
     return server
 
@@ -185,11 +217,19 @@ def _route_default_backend(app: FastAPI, default_backend: str) -> None:
 
 
 def run_server(settings: ServeSettings) -> None:
+    metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="embedserve-metrics-"))
+    use_multiprocess_dir(metrics_dir)  # before any server process creates a metric
+    # `docker stop` and process managers send SIGTERM: shut down as on Ctrl-C, workers and all.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = build_server(settings)
-    server.run(
-        host=settings.host,
-        port=settings.port,
-        num_api_servers=settings.api_servers,
-        log_level=settings.log_level,
-        generate_client_file=False,
-    )
+    try:
+        server.run(
+            host=settings.host,
+            port=settings.port,
+            num_api_servers=settings.api_servers,
+            log_level=settings.log_level,
+            generate_client_file=False,
+        )
+    finally:
+        if settings.metrics_dir is None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -9,7 +9,7 @@ import logging
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,13 +34,31 @@ def resolve_device(requested: str) -> str:
     return "cpu"
 
 
+@dataclass(frozen=True)
+class ForwardPass:
+    inputs: int
+    real_tokens: int
+    padded_tokens: int
+    seconds: float
+
+
 @dataclass
 class ForwardStats:
-    """What the last embed() call did, for metrics and benchmarks."""
+    """What the last embed() call did, pass by pass: for metrics and benchmarks."""
 
-    passes: int = 0
-    real_tokens: int = 0
-    padded_tokens: int = 0
+    forward_passes: list[ForwardPass] = field(default_factory=list)
+
+    @property
+    def passes(self) -> int:
+        return len(self.forward_passes)
+
+    @property
+    def real_tokens(self) -> int:
+        return sum(p.real_tokens for p in self.forward_passes)
+
+    @property
+    def padded_tokens(self) -> int:
+        return sum(p.padded_tokens for p in self.forward_passes)
 
 
 class Embedder:
@@ -68,12 +86,12 @@ class Embedder:
         output = np.empty((len(id_lists), self.spec.dimensions), dtype=np.float32)
         lengths = [len(ids) for ids in id_lists]
         for indices in plan_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_inputs):
+            started = time.perf_counter()
             batch = pad_batch([id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side)
             hidden = self.backend.forward(batch)
             output[indices] = pool(hidden, batch.attention_mask, self.spec.pooling)
-            stats.passes += 1
-            stats.real_tokens += batch.real_tokens
-            stats.padded_tokens += batch.padded_tokens
+            seconds = time.perf_counter() - started
+            stats.forward_passes.append(ForwardPass(len(indices), batch.real_tokens, batch.padded_tokens, seconds))
         self.last_stats = stats
         return l2_normalize(output) if self.spec.normalize else output
 

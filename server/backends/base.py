@@ -32,11 +32,17 @@ class Backend(Protocol):
     name: str
     #: the device the model actually runs on, e.g. "cpu" or "cuda:0"
     device: str
+    #: the runtime's package and version, for the build-info metric, e.g. ("onnxruntime", "1.32.0")
+    runtime: tuple[str, str]
 
     def load(self, model_dir: Path, settings: EngineSettings, device: str) -> None: ...
 
     def forward(self, batch: TokenBatch) -> np.ndarray:
         """Last hidden states, float32 [batch, seq, hidden]."""
+        ...
+
+    def peak_device_memory_bytes(self) -> int | None:
+        """The runtime allocator's peak on an accelerator; None where the runtime does not say (or on CPU)."""
         ...
 
 

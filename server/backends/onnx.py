@@ -14,6 +14,8 @@ from server.settings import EngineSettings
 
 
 class OnnxBackend:
+    runtime = ("onnxruntime", ort.__version__)
+
     def __init__(self, quantize: Quantization = "none") -> None:
         self.quantize = quantize
         self.name = BackendVariant("onnx", quantize).name
@@ -38,3 +40,6 @@ class OnnxBackend:
     def forward(self, batch: TokenBatch) -> np.ndarray:
         (hidden,) = self._session.run([self._output_name], runtime_inputs(batch, self._input_names))
         return hidden
+
+    def peak_device_memory_bytes(self) -> int | None:
+        return None  # ONNX Runtime's arena keeps no peak counter; NVML's device figure covers it

@@ -14,6 +14,8 @@ from server.settings import EngineSettings
 
 
 class OpenVinoBackend:
+    runtime = ("openvino", ov.__version__.partition("-")[0])
+
     def __init__(self, quantize: Quantization = "none") -> None:
         self.quantize = quantize
         self.name = BackendVariant("openvino", quantize).name
@@ -38,3 +40,6 @@ class OpenVinoBackend:
     def forward(self, batch: TokenBatch) -> np.ndarray:
         outputs = self._request.infer(runtime_inputs(batch, self._input_names))
         return np.asarray(outputs[self._compiled.output(0)], dtype=np.float32)
+
+    def peak_device_memory_bytes(self) -> int | None:
+        return None  # runs on the CPU only (see device above)

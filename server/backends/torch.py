@@ -16,6 +16,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 class TorchBackend:
     name = "torch"
+    runtime = ("torch", torch.__version__)
 
     def __init__(self) -> None:
         self.device = "cpu"
@@ -38,3 +39,8 @@ class TorchBackend:
             attention_mask = torch.from_numpy(batch.attention_mask).to(self.device, non_blocking=True)
             hidden = self._model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             return hidden.float().cpu().numpy()
+
+    def peak_device_memory_bytes(self) -> int | None:
+        if not self.device.startswith("cuda"):
+            return None
+        return int(torch.cuda.max_memory_allocated(self.device))

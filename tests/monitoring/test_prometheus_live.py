@@ -1,0 +1,187 @@
+"""A real server and a real Prometheus on 127.0.0.1: the metrics add up across processes, and the PromQL of every
+dashboard panel returns data once load has gone through every backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadtest.corpus import texts
+from monitoring.dashboards import DASHBOARD_DIR, GPU_PANELS, panel_queries
+from server.launcher import free_port
+from tests.conftest import MODEL, ROOT, start_server
+
+pytestmark = pytest.mark.slow
+BACKENDS = ["torch", "onnx", "openvino"]
+PROMETHEUS = shutil.which("prometheus")
+HAS_GPU = shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    """/metrics as {(sample name, labels): value}."""
+    body = requests.get(f"{url}/metrics", timeout=10).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    wanted = set(labels.items())
+    return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= have)
+
+
+def embed(url: str, backend: str, body: dict) -> int:
+    return requests.post(f"{url}/{backend}/v1/embeddings", json=body, timeout=60).status_code
+
+
+def send_load(url: str, backend: str, requests_count: int, inputs_per_request: int) -> None:
+    corpus = texts("short", requests_count * inputs_per_request, seed=3)
+    bodies = [{"model": MODEL, "input": corpus[i::requests_count]} for i in range(requests_count)]
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda body: embed(url, backend, body), bodies)) == {200}
+
+
+def test_counts_from_every_process_add_up_to_the_requests_sent(exported, tmp_path):
+    """Two HTTP front processes answer in turn; /metrics from either one gives the same whole-server totals."""
+    server = start_server(exported, tmp_path, "--backends", "onnx", "--api-servers", "2")
+    try:
+        before = scrape(server.url)
+        send_load(server.url, "onnx", requests_count=24, inputs_per_request=3)
+        assert embed(server.url, "onnx", {"model": "no-such-model", "input": "x"}) == 404
+        assert embed(server.url, "onnx", {"model": MODEL, "input": []}) == 400
+        for _ in range(3):  # each scrape may land on either front process
+            after = scrape(server.url)
+            delta = lambda name, **labels: total(after, name, **labels) - total(before, name, **labels)  # noqa: E731
+            assert delta("embedserve_requests_total", backend="onnx", code="200") == 24
+            assert delta("embedserve_requests_total", backend="onnx", code="404") == 1
+            assert delta("embedserve_requests_total", backend="onnx", code="400") == 1
+            assert delta("embedserve_request_duration_seconds_count", backend="onnx") == 26
+            assert delta("embedserve_inputs_total", backend="onnx") == 72
+            assert delta("embedserve_forward_inputs_sum", backend="onnx") == 72
+            assert delta("embedserve_queue_wait_seconds_count", backend="onnx") == 24
+            assert total(after, "embedserve_requests_in_flight") == 0
+            roles = {dict(labels)["role"] for (name, labels) in after if name == "embedserve_process_resident_memory_bytes"}
+            assert roles == {"http", "worker"}
+    finally:
+        server.stop()
+
+
+class PrometheusProcess:
+    """Debian's prometheus on 127.0.0.1, scraping one server every second with the shipped config and alerts."""
+
+    def __init__(self, target: str, workdir: Path):
+        shipped = ROOT / "monitoring" / "prometheus"
+        config = yaml.safe_load((shipped / "prometheus.yml").read_text())
+        config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+        config["rule_files"] = [str(shipped / name) for name in config["rule_files"]]
+        embedserve_job = next(job for job in config["scrape_configs"] if job["job_name"] == "embedserve")
+        embedserve_job["static_configs"] = [{"targets": [target]}]
+        config["scrape_configs"] = [embedserve_job]  # no dcgm-exporter on this host
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = (workdir / "prometheus.log").open("w")
+        self.process = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address={self.url.removeprefix('http://')}"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> PrometheusProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, Path(self.log.name).read_text()[-2000:]
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(Path(self.log.name).read_text()[-2000:])
+
+    def query(self, promql: str) -> list[dict]:
+        reply = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10).json()
+        assert reply["status"] == "success", (promql, reply)
+        return reply["data"]["result"]
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def prometheus(server, tmp_path) -> Iterator[PrometheusProcess]:
+    if PROMETHEUS is None:
+        pytest.skip("prometheus not found: `make test` installs Debian's prometheus package (needs apt)")
+    running = PrometheusProcess(server.url.removeprefix("http://"), tmp_path).wait_ready()
+    yield running
+    running.stop()
+
+
+def substitute(expr: str) -> str:
+    """Dashboard variables as Grafana sends them with 'All' selected; a window long enough to hold the load."""
+    for variable in ("$instance", "$backend", "$model"):
+        expr = expr.replace(variable, ".*")
+    return expr.replace("$__rate_interval", "2m")
+
+
+def wait_for_scrapes(prometheus: PrometheusProcess, server_url: str, timeout: float = 30) -> None:
+    """Until Prometheus holds the server's current request count in two scrapes (rate() needs two samples)."""
+    expected = total(scrape(server_url), "embedserve_requests_total")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = prometheus.query("min_over_time(sum(embedserve_requests_total)[3s:1s])")
+        if result and float(result[0]["value"][1]) >= expected:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"Prometheus never saw {expected} requests")
+
+
+def send_mixed_load(server_url: str, requests_count: int) -> None:
+    for backend in BACKENDS:
+        send_load(server_url, backend, requests_count=requests_count, inputs_per_request=4)
+        assert embed(server_url, backend, {"model": "no-such-model", "input": "x"}) == 404
+
+
+def test_every_dashboard_panel_returns_data_from_a_real_prometheus(server, prometheus):
+    # A series' first sample counts as no increase, so every series is made to exist (and scraped) first.
+    send_mixed_load(server.url, requests_count=1)
+    wait_for_scrapes(prometheus, server.url)
+    send_mixed_load(server.url, requests_count=12)
+    wait_for_scrapes(prometheus, server.url)
+
+    targets = requests.get(f"{prometheus.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+    assert [t["health"] for t in targets] == ["up"]
+    rules = requests.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    assert sum(len(group["rules"]) for group in rules) == 6
+    assert all(rule["health"] == "ok" for group in rules for rule in group["rules"])
+
+    board = json.loads((DASHBOARD_DIR / "embedserve.json").read_text())
+    empty = []
+    for title, exprs in panel_queries(board).items():
+        results = [prometheus.query(substitute(expr)) for expr in exprs]
+        if not any(results):
+            empty.append(title)
+        if title == "Requests/s":
+            per_backend = {r["metric"]["backend"]: float(r["value"][1]) for r in results[0]}
+            assert set(BACKENDS) <= set(per_backend) and all(per_backend[b] > 0 for b in BACKENDS), per_backend
+        if title == "Errors/s by code":
+            assert {r["metric"]["code"] for r in results[0]} >= {"404"}
+    allowed_empty = set() if HAS_GPU else set(GPU_PANELS)
+    assert set(empty) <= allowed_empty, f"panels without data: {sorted(set(empty) - allowed_empty)}"
+    if not HAS_GPU:
+        assert set(empty) == set(GPU_PANELS), "a GPU panel shows data on a host without a GPU"
