@@ -74,7 +74,7 @@ class EmbeddingAPI(ls.LitAPI):
             self.status.set_failed(f"{type(exc).__name__}: {exc}")
             return
         self.metrics.observe_loaded(self.embedder.backend, self.settings.model, self.embedder.load_seconds)
-        self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds)
+        self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds, self.embedder.spec.dimensions)
 
     def _sample_memory(self) -> None:
         device_peak = self.embedder.backend.peak_device_memory_bytes() if self.embedder else None

@@ -1,4 +1,4 @@
-"""`embedserve` entry point: serve, export, bench.
+"""`embedserve` entry point: serve, export, bench, sweep, report.
 
 Every flag is a field of a settings class in server/settings.py, so `--help` documents all of them, and each one
 can also come from EMBEDSERVE_<FIELD> or from the YAML file named by --config / EMBEDSERVE_CONFIG.
@@ -12,7 +12,7 @@ import sys
 
 from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
 
-from server.settings import CONFIG_ENV, BenchSettings, ExportSettings, ServeSettings
+from server.settings import CONFIG_ENV, BenchSettings, ExportSettings, ReportSettings, ServeSettings, SweepSettings
 
 
 class ServeCommand(ServeSettings):
@@ -37,12 +37,28 @@ class BenchCommand(BenchSettings):
         run_bench(self)
 
 
+class SweepCommand(SweepSettings):
+    def cli_cmd(self) -> None:
+        from loadtest.sweep import run_sweep
+
+        run_sweep(self)
+
+
+class ReportCommand(ReportSettings):
+    def cli_cmd(self) -> None:
+        from loadtest.report import write_report
+
+        print(write_report(self))
+
+
 class EmbedServe(BaseSettings):
     model_config = SettingsConfigDict(cli_prog_name="embedserve", cli_kebab_case=True)
 
     serve: CliSubCommand[ServeCommand]
     export: CliSubCommand[ExportCommand]
     bench: CliSubCommand[BenchCommand]
+    sweep: CliSubCommand[SweepCommand]
+    report: CliSubCommand[ReportCommand]
 
     def cli_cmd(self) -> None:
         CliApp.run_subcommand(self)

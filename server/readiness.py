@@ -36,8 +36,8 @@ class BackendStatus:
             self._detail.value = encoded
             self._state.value = state
 
-    def set_ready(self, device: str, load_seconds: float) -> None:
-        self._write(READY, {"device": device, "load_seconds": round(load_seconds, 2)})
+    def set_ready(self, device: str, load_seconds: float, dimensions: int) -> None:
+        self._write(READY, {"device": device, "load_seconds": round(load_seconds, 2), "dimensions": dimensions})
 
     def set_failed(self, reason: str) -> None:
         self._write(FAILED, {"error": reason})

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import (
     BaseSettings,
+    CliPositionalArg,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -30,6 +32,20 @@ def _split_commas(value: object) -> object:
             return json.loads(value)
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def _parse_duration(value: object) -> object:
+    """`30s`, `2m`, `1m30s` or a number of seconds."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", value)
+        if not match or not any(match.groups()):
+            raise ValueError(f"not a duration: {value!r} (examples: 30s, 2m, 1m30s, 45)")
+        minutes, seconds = match.groups()
+        return float(minutes or 0) * 60 + float(seconds or 0)
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration)]
 
 
 def default_cache_dir() -> Path:
@@ -135,3 +151,41 @@ class BenchSettings(EngineSettings):
     profiles: Annotated[list[Literal["short", "long"]], NoDecode, BeforeValidator(_split_commas)] = Field(["short", "long"], description="text lengths")
     seconds: float = Field(3.0, gt=0, description="timed seconds per cell (after one warm-up call)")
     parity_texts: int = Field(128, ge=1, description="texts compared against sentence-transformers")
+
+
+class SweepSettings(_Settings):
+    """`embedserve sweep`: Locust over backend x batch size x concurrency x profile, one cell at a time."""
+
+    host: str | None = Field(None, description="server to load, e.g. http://127.0.0.1:8000 (default: start one)")
+    model: str = Field(DEFAULT_MODEL, description="model to request (and to serve, when the sweep starts the server)")
+    backends: Annotated[list[str], NoDecode, BeforeValidator(_split_commas)] = Field(
+        ["torch", "onnx", "openvino"], description="backends to load, comma separated"
+    )
+    batch_sizes: Annotated[list[int], NoDecode, BeforeValidator(_split_commas)] = Field(
+        [1, 8, 32, 128], description="inputs per request, comma separated"
+    )
+    concurrency: Annotated[list[int], NoDecode, BeforeValidator(_split_commas)] = Field(
+        [1, 4, 16, 64], description="concurrent Locust users (closed loop), comma separated"
+    )
+    profiles: Annotated[list[Literal["short", "medium", "long", "variable"]], NoDecode, BeforeValidator(_split_commas)] = Field(
+        ["short", "long"], description="text lengths: short ~16, medium ~128, long ~512 tokens, variable"
+    )
+    duration: Duration = Field(30.0, gt=0, description="measured time per cell (30s, 2m, ...)")
+    warmup: Duration = Field(5.0, ge=0, description="unmeasured time before each cell's measurement")
+    encoding_format: Literal["float", "base64"] = Field("float", description="encoding_format of the requests")
+    dimensions: int | None = Field(None, ge=1, description="Matryoshka dimensions to request")
+    seed: int = Field(0, description="seed of the text choice: the same seed sends the same requests")
+    find_max: bool = Field(False, description="saturation mode: per backend, raise concurrency until the SLO breaks")
+    slo_p99_ms: float = Field(100.0, gt=0, description="p99 latency objective of --find-max")
+    max_concurrency: int = Field(256, ge=1, description="highest concurrency --find-max tries")
+    locust_processes: int = Field(1, ge=1, description="Locust processes per cell (--processes), for heavy loads")
+    output: Path = Field(Path("reports"), description="parent directory of the run's report directory")
+
+
+class ReportSettings(_Settings):
+    """`embedserve report RUN [BASELINE]`: plots and one HTML file from a sweep; with two runs, a comparison."""
+
+    runs: CliPositionalArg[list[Path]] = Field(
+        description="a sweep directory; a second one is the baseline to compare against"
+    )
+    regression_pct: float = Field(10.0, gt=0, description="a cell worse than the baseline by this much is marked")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.corpus import texts
+from loadtest.server_metrics import MetricsSnapshot
 from monitoring.dashboards import DASHBOARD_DIR, GPU_PANELS, panel_queries
 from server.launcher import free_port
 from tests.conftest import MODEL, ROOT, start_server
@@ -27,21 +27,6 @@ pytestmark = pytest.mark.slow
 BACKENDS = ["torch", "onnx", "openvino"]
 PROMETHEUS = shutil.which("prometheus")
 HAS_GPU = shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
-
-
-def scrape(url: str) -> dict[tuple[str, frozenset], float]:
-    """/metrics as {(sample name, labels): value}."""
-    body = requests.get(f"{url}/metrics", timeout=10).text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body)
-        for sample in family.samples
-    }
-
-
-def total(samples: dict, name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= have)
 
 
 def embed(url: str, backend: str, body: dict) -> int:
@@ -59,13 +44,13 @@ def test_counts_from_every_process_add_up_to_the_requests_sent(exported, tmp_pat
     """Two HTTP front processes answer in turn; /metrics from either one gives the same whole-server totals."""
     server = start_server(exported, tmp_path, "--backends", "onnx", "--api-servers", "2")
     try:
-        before = scrape(server.url)
+        before = MetricsSnapshot.scrape(server.url)
         send_load(server.url, "onnx", requests_count=24, inputs_per_request=3)
         assert embed(server.url, "onnx", {"model": "no-such-model", "input": "x"}) == 404
         assert embed(server.url, "onnx", {"model": MODEL, "input": []}) == 400
         for _ in range(3):  # each scrape may land on either front process
-            after = scrape(server.url)
-            delta = lambda name, **labels: total(after, name, **labels) - total(before, name, **labels)  # noqa: E731
+            after = MetricsSnapshot.scrape(server.url)
+            delta = lambda name, **labels: after.since(before, name, **labels)  # noqa: E731
             assert delta("embedserve_requests_total", backend="onnx", code="200") == 24
             assert delta("embedserve_requests_total", backend="onnx", code="404") == 1
             assert delta("embedserve_requests_total", backend="onnx", code="400") == 1
@@ -73,9 +58,8 @@ def test_counts_from_every_process_add_up_to_the_requests_sent(exported, tmp_pat
             assert delta("embedserve_inputs_total", backend="onnx") == 72
             assert delta("embedserve_forward_inputs_sum", backend="onnx") == 72
             assert delta("embedserve_queue_wait_seconds_count", backend="onnx") == 24
-            assert total(after, "embedserve_requests_in_flight") == 0
-            roles = {dict(labels)["role"] for (name, labels) in after if name == "embedserve_process_resident_memory_bytes"}
-            assert roles == {"http", "worker"}
+            assert after.total("embedserve_requests_in_flight") == 0
+            assert after.label_values("embedserve_process_resident_memory_bytes", "role") == {"http", "worker"}
     finally:
         server.stop()
 
@@ -141,7 +125,7 @@ def substitute(expr: str) -> str:
 
 def wait_for_scrapes(prometheus: PrometheusProcess, server_url: str, timeout: float = 30) -> None:
     """Until Prometheus holds the server's current request count in two scrapes (rate() needs two samples)."""
-    expected = total(scrape(server_url), "embedserve_requests_total")
+    expected = MetricsSnapshot.scrape(server_url).total("embedserve_requests_total")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = prometheus.query("min_over_time(sum(embedserve_requests_total)[3s:1s])")

@@ -74,6 +74,7 @@ def test_models_ready_health_and_openapi(server):
     models = requests.get(f"{server.url}/v1/models").json()
     assert models["object"] == "list" and models["data"][0]["id"] == MODEL
     assert set(models["data"][0]["backends"]) == set(BACKENDS)
+    assert {b: s["dimensions"] for b, s in models["data"][0]["backends"].items()} == dict.fromkeys(BACKENDS, 384)
     ready = requests.get(f"{server.url}/ready")
     assert ready.status_code == 200
     assert {b: s["state"] for b, s in ready.json()["backends"].items()} == dict.fromkeys(BACKENDS, "ready")

@@ -1,0 +1,36 @@
+"""What a correct embeddings response is, checked on every Locust request.
+
+Kept apart from the locustfile, which imports Locust (and with it gevent's monkey-patching), so that tests and
+the sweep can use the same check without patching their own process.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+
+def embeddings_failure(status: int, body: Any, inputs: int, dimensions: int | None, encoding_format: str) -> str | None:
+    """The reason a response is wrong, or None. Reasons are stable strings, so Locust groups them."""
+    if status != 200:
+        message = body.get("error", {}).get("message", "") if isinstance(body, dict) else ""
+        code = body.get("error", {}).get("code", "") if isinstance(body, dict) else ""
+        return f"HTTP {status} {code or message[:80]}".rstrip()
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return "response has no data list"
+    if len(data) != inputs:
+        return f"expected {inputs} embeddings, got {len(data)}"
+    if [item.get("index") for item in data] != list(range(inputs)):
+        return "embeddings are not indexed 0..n-1 in order"
+    for item in data:
+        vector = item.get("embedding")
+        if encoding_format == "base64":
+            size = len(base64.b64decode(vector)) // 4 if isinstance(vector, str) else -1
+        else:
+            size = len(vector) if isinstance(vector, list) else -1
+        if size < 0:
+            return f"embedding is not {encoding_format}"
+        if dimensions is not None and size != dimensions:
+            return f"expected {dimensions} dimensions, got {size}"
+    return None

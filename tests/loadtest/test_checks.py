@@ -1,0 +1,42 @@
+"""The response check every Locust request goes through."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from loadtest.checks import embeddings_failure
+
+
+def body(count: int, dims: int, encoding: str = "float") -> dict:
+    vectors = np.ones((count, dims), dtype="<f4")
+    encode = (lambda v: base64.b64encode(v.tobytes()).decode()) if encoding == "base64" else (lambda v: v.tolist())
+    return {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)]}
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_right_response_passes(encoding):
+    assert embeddings_failure(200, body(3, 384, encoding), 3, 384, encoding) is None
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_wrong_dimension_fails_with_its_reason(encoding):
+    assert embeddings_failure(200, body(3, 384, encoding), 3, 256, encoding) == "expected 256 dimensions, got 384"
+
+
+def test_wrong_count_order_status_and_shape_fail():
+    assert embeddings_failure(200, body(2, 8), 3, 8, "float") == "expected 3 embeddings, got 2"
+    shuffled = body(2, 8)
+    shuffled["data"].reverse()
+    assert embeddings_failure(200, shuffled, 2, 8, "float") == "embeddings are not indexed 0..n-1 in order"
+    overloaded = {"error": {"message": "at its limit", "code": "server_overloaded"}}
+    assert embeddings_failure(503, overloaded, 2, 8, "float") == "HTTP 503 server_overloaded"
+    assert embeddings_failure(502, None, 2, 8, "float") == "HTTP 502"
+    assert embeddings_failure(200, {"data": "x"}, 2, 8, "float") == "response has no data list"
+    assert embeddings_failure(200, body(1, 8, "base64"), 1, 8, "float") == "embedding is not float"
+
+
+def test_unknown_expected_dimension_checks_the_rest():
+    assert embeddings_failure(200, body(2, 8), 2, None, "float") is None

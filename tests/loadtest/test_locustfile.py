@@ -1,0 +1,49 @@
+"""Plain `locust` in the repository root (locust.conf) against a real server: right responses pass, and a wrong
+dimension is a Locust failure with its reason, never a silent success."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_locust(server, tmp_path, *extra: str) -> tuple[dict, list[dict]]:
+    prefix = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "--headless", "-u", "2", "-r", "2", "-t", "3s", "--host", server.url,
+         "--csv", str(prefix), "--backends", "onnx", "--batch-size", "4", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    with open(f"{prefix}_stats.csv") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["Name"] == "/onnx/v1/embeddings")
+    with open(f"{prefix}_failures.csv") as handle:
+        failures = list(csv.DictReader(handle))
+    return row, failures
+
+
+def test_plain_locust_uses_the_repository_config_and_every_request_passes(server, tmp_path):
+    row, failures = run_locust(server, tmp_path, "--text-profile", "variable", "--encoding-format", "base64")
+    assert int(row["Request Count"]) > 0
+    assert int(row["Failure Count"]) == 0 and failures == []
+
+
+def test_wrong_dimension_is_a_failure_with_its_reason(server, tmp_path):
+    row, failures = run_locust(server, tmp_path, "--expected-dimensions", "123")
+    assert int(row["Request Count"]) > 0
+    assert int(row["Failure Count"]) == int(row["Request Count"])
+    (failure,) = failures  # one reason, stable across requests, so Locust groups them
+    assert "expected 123 dimensions, got 384" in failure["Error"]
+    assert int(failure["Occurrences"]) == int(row["Failure Count"])
+
+
+def test_requested_dimensions_are_checked_against_the_response(server, tmp_path):
+    row, failures = run_locust(server, tmp_path, "--dimensions", "128")
+    assert int(row["Request Count"]) > 0 and int(row["Failure Count"]) == 0, failures

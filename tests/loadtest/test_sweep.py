@@ -1,0 +1,75 @@
+"""`embedserve sweep` on a tiny grid against a real server, then `embedserve report` on what it wrote."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from loadtest.report import comparison_rows, write_report
+from loadtest.sweep import run_sweep
+from server.settings import ReportSettings, SweepSettings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(server, tmp_path_factory):
+    settings = SweepSettings(host=server.url, backends=["torch", "onnx"], batch_sizes=[1, 4], concurrency=[2],
+                             profiles=["short"], duration=2.5, warmup=1, output=tmp_path_factory.mktemp("reports"))
+    return run_sweep(settings)
+
+
+def test_every_cell_is_written_with_positive_throughput_and_ordered_percentiles(sweep_dir):
+    with (sweep_dir / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    document = json.loads((sweep_dir / "results.json").read_text())
+    expected = {(b, "short", n, 2) for b in ("torch", "onnx") for n in (1, 4)}
+    assert {(r["backend"], r["profile"], int(r["batch_size"]), int(r["concurrency"])) for r in rows} == expected
+    assert len(document["cells"]) == len(rows) == 4
+    for cell in document["cells"]:
+        assert cell["requests"] > 0 and cell["failures"] == 0, cell
+        assert cell["requests_per_s"] > 0 and cell["tokens_per_s"] > 0
+        assert cell["inputs_per_s"] == pytest.approx(cell["requests_per_s"] * cell["batch_size"])
+        assert 0 < cell["p50_ms"] <= cell["p90_ms"] <= cell["p95_ms"] <= cell["p99_ms"] <= cell["max_ms"]
+        # server-side figures, from /metrics
+        assert cell["queue_wait_ms"] is not None and cell["inference_ms"] > 0
+        assert cell["inputs_per_forward"] >= 1 and cell["worker_rss_peak_mb"] > 50
+        assert 0 <= cell["locust_cpu_pct"] < 400
+    env = document["environment"]
+    assert env["cpu_count"] >= 1 and env["packages"]["locust"] and env["server"]["backends"]["onnx"]["dimensions"] == 384
+    assert document["sweep"]["batch_sizes"] == [1, 4]
+    assert list((sweep_dir / "locust").glob("*_stats.csv")), "Locust's own CSV stats are kept"
+
+
+def test_report_writes_html_and_plots_and_compares_runs(sweep_dir):
+    report = write_report(ReportSettings(runs=[sweep_dir, sweep_dir]))
+    page = report.read_text()
+    for plot in ("throughput_vs_batch", "latency_vs_concurrency", "saturation", "memory"):
+        png = sweep_dir / "plots" / f"{plot}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'alt="{plot}"' in page
+    assert "Ratios between backends" in page and "1.00x" in page  # torch over itself
+    assert "0 of 4 shared cells regressed" in page  # a run against itself
+
+
+def test_comparison_marks_a_slower_cell_as_a_regression():
+    cell = {"backend": "onnx", "profile": "short", "batch_size": 8, "concurrency": 4, "inputs_per_s": 100.0, "p99_ms": 50.0}
+    slower = {**cell, "inputs_per_s": 80.0}
+    later_tail = {**cell, "p99_ms": 60.0}
+    steady = {**cell, "inputs_per_s": 95.0, "p99_ms": 52.0}
+    assert [bad for _, bad in comparison_rows([slower], [cell], 10)] == [True]
+    assert [bad for _, bad in comparison_rows([later_tail], [cell], 10)] == [True]
+    assert [bad for _, bad in comparison_rows([steady], [cell], 10)] == [False]
+
+
+def test_find_max_reports_the_best_load_within_the_slo(server, tmp_path):
+    settings = SweepSettings(host=server.url, backends=["onnx"], batch_sizes=[2], profiles=["short"], find_max=True,
+                             slo_p99_ms=10_000, max_concurrency=2, duration=2, warmup=1, output=tmp_path)
+    document = json.loads((run_sweep(settings) / "results.json").read_text())
+    (search,) = document["saturation"]
+    assert search["tried"][0] == 1 and set(search["tried"]) <= {1, 2}
+    assert search["best_concurrency"] in search["tried"] and search["best_inputs_per_s"] > 0
+    assert search["stopped_because"]
+    assert [c["concurrency"] for c in document["cells"]] == search["tried"]
