@@ -8,23 +8,21 @@ export TOKENIZERS_PARALLELISM ?= false
 # Exported test artefacts are kept between runs (they take a minute to make).
 export EMBEDSERVE_TEST_CACHE ?= $(CURDIR)/.cache/test-exports
 
-# Prometheus and promtool for the monitoring tests, from Debian; without apt those tests skip and say why.
+# Prometheus/promtool (monitoring tests) and kubectl (deploy tests) from Debian; without apt those tests skip and
+# say why.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: demo test test-fast serve bench dashboards prometheus clean
+.PHONY: demo test test-fast serve bench dashboards tools clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	# torch first, pinned exactly: that pin is the CPU build; anything looser pulls a multi-GB CUDA build.
-	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev]'
+# The same recipe as the Docker images (deploy/install.sh); here editable, with the dev extras.
+$(STAMP): pyproject.toml deploy/install.sh
+	PYTHON=$(PYTHON) EDITABLE=1 sh deploy/install.sh $(VENV) dev
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m server.demo
 
-test: $(STAMP) prometheus
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -ra
 
 test-fast: $(STAMP)
@@ -36,10 +34,12 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/embedserve bench
 
-prometheus:
-	@command -v promtool >/dev/null || $(SUDO) apt-get install -y --no-install-recommends prometheus \
-		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; } \
-		|| echo "warning: could not install prometheus; the tests that need it will skip"
+tools:
+	@for tool in promtool:prometheus kubectl:kubernetes-client; do \
+		command -v $${tool%%:*} >/dev/null || $(SUDO) apt-get install -y --no-install-recommends $${tool#*:} \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $${tool#*:}; } \
+		|| echo "warning: could not install $${tool#*:}; the tests that need it will skip"; \
+	done
 
 dashboards: $(STAMP)
 	$(BIN)/python -m monitoring.dashboards

@@ -73,6 +73,7 @@ class PrometheusProcess:
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
         config["rule_files"] = [str(shipped / name) for name in config["rule_files"]]
         embedserve_job = next(job for job in config["scrape_configs"] if job["job_name"] == "embedserve")
+        embedserve_job.pop("dns_sd_configs")  # compose's service names; here the test's own server
         embedserve_job["static_configs"] = [{"targets": [target]}]
         config["scrape_configs"] = [embedserve_job]  # no dcgm-exporter on this host
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))

@@ -1,0 +1,26 @@
+#!/bin/sh
+# The one install recipe of embedserve: `make` (.venv) and both Docker images run it, so they cannot diverge.
+#   deploy/install.sh VENV EXTRAS          e.g. deploy/install.sh .venv dev  |  /opt/embedserve all,loadtest
+# TORCH_INDEX_URL, when set, is where torch comes from (the CPU image uses PyTorch's CPU index).
+set -eu
+venv=$1
+extras=$2
+python=${PYTHON:-python3}
+
+"$python" -m venv "$venv"
+"$venv/bin/pip" install --upgrade pip
+# torch first, pinned exactly: that pin is the CPU build here; a looser one would pull a multi-GB CUDA build.
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    "$venv/bin/pip" install torch==2.13.0 --index-url "$TORCH_INDEX_URL"
+else
+    "$venv/bin/pip" install torch==2.13.0
+fi
+"$venv/bin/pip" install ${EDITABLE:+-e} ".[$extras]"
+# onnxruntime and onnxruntime-gpu install the same module: with the gpu extra, keep only the GPU build.
+case ",$extras," in
+    *,gpu,*)
+        gpu_version=$("$venv/bin/pip" show onnxruntime-gpu | sed -n 's/^Version: //p')
+        "$venv/bin/pip" uninstall -y onnxruntime onnxruntime-gpu
+        "$venv/bin/pip" install --no-deps "onnxruntime-gpu==$gpu_version"
+        ;;
+esac
