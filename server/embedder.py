@@ -17,6 +17,7 @@ from server.backends.base import Backend, create_backend
 from server.batching import pad_batch, plan_batches
 from server.models import ModelSpec, load_spec, resolve_model_dir
 from server.pooling import l2_normalize, pool
+from server.projection import load_projection, project
 from server.settings import EngineSettings
 from server.tokenization import TextTokenizer, Tokenized
 
@@ -61,15 +62,42 @@ class ForwardStats:
         return sum(p.padded_tokens for p in self.forward_passes)
 
 
+def check_servable(spec: ModelSpec, settings: EngineSettings) -> None:
+    if spec.modality != "text":
+        raise NotImplementedError(
+            f"{spec.id} is an image-text model ({spec.family}); embedserve serves its text tower and images later, "
+            "not yet: see the README's model support matrix"
+        )
+    if spec.trust_remote_code and not settings.trust_remote_code:
+        raise PermissionError(
+            f"{spec.id} runs modelling code from its own repository ({spec.family}); "
+            "start with --trust-remote-code to allow it"
+        )
+
+
+def resolve_dtype(requested: str, device: str, spec: ModelSpec) -> str:
+    """fp32 on CPU; fp16 on CUDA unless the model breaks in fp16 (EmbeddingGemma), then bf16."""
+    if requested == "float16" and not spec.float16:
+        raise ValueError(f"{spec.id} gives wrong results (NaN) in float16; use --dtype bfloat16 or float32")
+    if requested != "auto":
+        return requested
+    if not device.startswith("cuda"):
+        return "float32"
+    return "float16" if spec.float16 else "bfloat16"
+
+
 class Embedder:
     def __init__(self, settings: EngineSettings, backend_name: str):
         started = time.monotonic()
-        self.settings = settings
         model_dir = resolve_model_dir(settings.model)
-        self.spec: ModelSpec = load_spec(settings.model, model_dir, settings.max_tokens)
+        self.spec: ModelSpec = load_spec(settings.model, model_dir, settings.max_tokens, settings.model_registry)
+        check_servable(self.spec, settings)
+        device = resolve_device(settings.device)
+        self.settings = settings.model_copy(update={"dtype": resolve_dtype(settings.dtype, device, self.spec)})
         self.tokenizer = TextTokenizer(model_dir, self.spec.max_tokens)
+        self.projection = load_projection(model_dir, self.spec.dense_layers)
         self.backend: Backend = create_backend(backend_name)
-        self.backend.load(model_dir, settings, resolve_device(settings.device))
+        self.backend.load(model_dir, self.settings, device)
         self.last_stats = ForwardStats()
         self.load_seconds = time.monotonic() - started
         log.info(
@@ -83,16 +111,20 @@ class Embedder:
     def embed(self, id_lists: list[list[int]]) -> np.ndarray:
         """Unit-length (when the model normalises) float32 embeddings [inputs, dims], in input order."""
         stats = ForwardStats()
-        output = np.empty((len(id_lists), self.spec.dimensions), dtype=np.float32)
+        pooled: np.ndarray | None = None  # [inputs, hidden]; the hidden size is known after the first pass
         lengths = [len(ids) for ids in id_lists]
         for indices in plan_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_inputs):
             started = time.perf_counter()
             batch = pad_batch([id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side)
             hidden = self.backend.forward(batch)
-            output[indices] = pool(hidden, batch.attention_mask, self.spec.pooling)
+            vectors = pool(hidden, batch.attention_mask, self.spec.pooling)
+            if pooled is None:
+                pooled = np.empty((len(id_lists), vectors.shape[1]), dtype=np.float32)
+            pooled[indices] = vectors
             seconds = time.perf_counter() - started
             stats.forward_passes.append(ForwardPass(len(indices), batch.real_tokens, batch.padded_tokens, seconds))
         self.last_stats = stats
+        output = project(pooled, self.projection)
         return l2_normalize(output) if self.spec.normalize else output
 
     def embed_texts(self, texts: list[str], input_type: str | None = None) -> np.ndarray:

@@ -56,6 +56,8 @@ def ensure_artefact(settings: EngineSettings, model_dir: Path, runtime: str, qua
         sys.executable, "-m", "server.cli", "export",
         "--model", settings.model, "--backend", runtime, "--quantize", quantize, "--cache", str(settings.cache),
     ]
+    if settings.trust_remote_code:
+        command.append("--trust-remote-code")
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0 or not is_complete(target):
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
@@ -76,7 +78,7 @@ def export(settings: ExportSettings) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".partial-") as scratch:
         staging = Path(scratch) / "out"
         exporters = {"onnx": _export_onnx, "openvino": _export_openvino}
-        versions = exporters[settings.backend](model_dir, staging, settings.quantize, Path(scratch))
+        versions = exporters[settings.backend](model_dir, staging, settings, Path(scratch))
         (staging / MARKER).write_text(
             json.dumps({"model": settings.model, "runtime": settings.backend, "quantize": settings.quantize, **versions})
         )
@@ -86,16 +88,17 @@ def export(settings: ExportSettings) -> Path:
     return target
 
 
-def _export_onnx(model_dir: Path, out: Path, quantize: str, scratch: Path) -> dict:
+def _export_onnx(model_dir: Path, out: Path, settings: ExportSettings, scratch: Path) -> dict:
     import onnxruntime
     from optimum.exporters.onnx import main_export
 
     fp32_dir = scratch / "fp32"
     main_export(
-        str(model_dir), output=fp32_dir, task="feature-extraction", library_name="transformers", do_validation=False
+        str(model_dir), output=fp32_dir, task="feature-extraction", library_name="transformers", do_validation=False,
+        trust_remote_code=settings.trust_remote_code,
     )
     out.mkdir(parents=True)
-    if quantize == "int8":
+    if settings.quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Dynamic quantisation needs no calibration data: weights go int8 offline, activations per batch.
@@ -134,14 +137,15 @@ def _feed_forward_matmuls(model_path: Path) -> list[str]:
     ]
 
 
-def _export_openvino(model_dir: Path, out: Path, quantize: str, scratch: Path) -> dict:
+def _export_openvino(model_dir: Path, out: Path, settings: ExportSettings, scratch: Path) -> dict:
     import openvino
     from optimum.intel import OVModelForFeatureExtraction, OVWeightQuantizationConfig
 
     # int8 here is weight-only compression (nncf): no calibration set needed, activations stay fp32.
-    quantization = OVWeightQuantizationConfig(bits=8) if quantize == "int8" else None
+    quantization = OVWeightQuantizationConfig(bits=8) if settings.quantize == "int8" else None
     model = OVModelForFeatureExtraction.from_pretrained(
-        model_dir, export=True, compile=False, load_in_8bit=False, quantization_config=quantization
+        model_dir, export=True, compile=False, load_in_8bit=False, quantization_config=quantization,
+        trust_remote_code=settings.trust_remote_code,
     )
     model.save_pretrained(out)
     return {"openvino": openvino.__version__}

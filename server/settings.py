@@ -102,6 +102,12 @@ class EngineSettings(_Settings):
         "LATENCY", description="OpenVINO performance hint"
     )
     allow_export: bool = Field(True, description="export missing ONNX/OpenVINO artefacts on first use")
+    trust_remote_code: bool = Field(
+        False, description="allow models whose repository ships its own modelling code (e.g. JinaBERT) to run it"
+    )
+    model_registry: Path | None = Field(
+        None, description="YAML file of your own model entries, same format as server/models.yaml (yours win)"
+    )
 
 
 class ServeSettings(EngineSettings):
@@ -141,6 +147,7 @@ class ExportSettings(_Settings):
     quantize: Literal["none", "int8"] = Field("none", description="int8: dynamic (ONNX) / weight-only (OpenVINO)")
     cache: Path = Field(default_factory=default_cache_dir, description="artefact cache (env EMBEDSERVE_CACHE)")
     force: bool = Field(False, description="export again even when the artefact exists")
+    trust_remote_code: bool = Field(False, description="allow the model's own modelling code to run for the export")
 
 
 class BenchSettings(EngineSettings):

@@ -26,11 +26,10 @@ class TorchBackend:
         self.device = device
         if settings.cpu_threads:
             torch.set_num_threads(settings.cpu_threads)
-        if settings.dtype != "auto":
-            dtype = _DTYPES[settings.dtype]
-        else:
-            dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        model = AutoModel.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
+        dtype = _DTYPES.get(settings.dtype, torch.float32)  # the Embedder resolves "auto" per device and model
+        model = AutoModel.from_pretrained(
+            model_dir, dtype=dtype, attn_implementation="sdpa", trust_remote_code=settings.trust_remote_code
+        )
         self._model = model.to(device).eval()
 
     def forward(self, batch: TokenBatch) -> np.ndarray:

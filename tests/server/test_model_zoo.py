@@ -1,0 +1,74 @@
+"""Every architecture family of the model zoo on every backend: tiny random-weight models saved like their real
+repositories, checked against sentence-transformers' own output for the same saved model (pooling, Dense
+layers, prompts, truncation), and batched against single."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loadtest.corpus import varied_texts
+from server.embedder import Embedder
+from server.settings import EngineSettings
+from tests.server.tiny_models import FAMILIES, HIDDEN, MAX_SEQ_LENGTH, build_tiny_model
+
+pytestmark = pytest.mark.slow
+BACKENDS = ["torch", "onnx", "openvino"]
+# Single words to 400-word passages: the long ones pass MAX_SEQ_LENGTH, so truncation is compared too.
+TEXTS = varied_texts(16, seed=5)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, minilm_dir) -> dict:
+    root = tmp_path_factory.mktemp("zoo")
+    return {key: build_tiny_model(family, root / key, minilm_dir) for key, family in FAMILIES.items()}
+
+
+@pytest.fixture(scope="module")
+def zoo_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("zoo-exports")
+
+
+@pytest.fixture(scope="module")
+def references(zoo) -> dict:
+    """sentence-transformers' embeddings of TEXTS per family and input type, from the saved files alone."""
+    from sentence_transformers import SentenceTransformer
+
+    out = {}
+    for key, path in zoo.items():
+        model = SentenceTransformer(str(path), device="cpu")
+        for input_type in (None, "query", "document"):
+            prompt = input_type if input_type in model.prompts and model.prompts[input_type] else None
+            out[key, input_type] = model.encode(TEXTS, prompt_name=prompt, convert_to_numpy=True)
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_matches_sentence_transformers(zoo, zoo_cache, references, family, backend):
+    embedder = Embedder(EngineSettings(model=str(zoo[family]), cache=zoo_cache), backend)
+    spec = embedder.spec
+    expected = FAMILIES[family]
+    assert spec.pooling == {"lasttoken": "last"}.get(expected.pooling, expected.pooling)
+    assert spec.dimensions == (expected.dense[-1][1] if expected.dense else HIDDEN)
+    assert spec.max_tokens == MAX_SEQ_LENGTH and spec.prompts == {k: v for k, v in expected.prompts.items() if v}
+    assert spec.padding_side == ("left" if expected.pooling == "lasttoken" else "right")
+    assert len(spec.dense_layers) == len(expected.dense)
+
+    for input_type in (None, "query", "document"):
+        batched = embedder.embed_texts(TEXTS, input_type)
+        reference = references[family, input_type]
+        assert batched.shape == reference.shape
+        assert (batched * reference).sum(axis=1).min() >= 0.9999, (family, backend, input_type)
+        single = np.stack([embedder.embed_texts([text], input_type)[0] for text in TEXTS])
+        assert (batched * single).sum(axis=1).min() >= 0.9999, "batched and single results differ"
+    assert embedder.last_stats.padded_tokens <= MAX_SEQ_LENGTH, "over-long inputs are truncated to the limit"
+    # A degenerate model (every text the same vector) would pass the checks above trivially.
+    similarity = batched @ batched.T
+    assert similarity[~np.eye(len(TEXTS), dtype=bool)].min() < 0.99
+
+
+def test_prompts_change_the_embedding(zoo, zoo_cache):
+    embedder = Embedder(EngineSettings(model=str(zoo["modernbert"]), cache=zoo_cache), "torch")
+    plain, query = embedder.embed_texts(TEXTS[:4]), embedder.embed_texts(TEXTS[:4], "query")
+    assert (plain * query).sum(axis=1).max() < 0.9999

@@ -1,0 +1,106 @@
+"""Tiny random-weight models of each architecture family, saved the way their real hub repositories are: the
+transformers weights and config, a real tokenizer (MiniLM's WordPiece), and sentence-transformers module files
+(modules.json, 1_Pooling/, 2_Dense/..., sentence_bert_config.json, config_sentence_transformers.json) in the
+format those repositories carry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "special_tokens_map.json", "tokenizer_config.json")
+HIDDEN = 64
+MAX_SEQ_LENGTH = 128  # below the configs' 512 positions: truncation is the sentence-transformers limit's doing
+IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the real model it stands for, in the README's matrix
+    config_class: str
+    pooling: str  # sentence-transformers pooling mode: mean, cls, lasttoken
+    extra_config: dict = field(default_factory=dict)
+    dense: tuple[tuple[int, int], ...] = ()  # (in, out) per Dense layer after pooling
+    prompts: dict[str, str] = field(default_factory=dict)
+    padding_side: str = "right"
+
+
+FAMILIES = {
+    "bert": Family("sentence-transformers/all-MiniLM-L6-v2", "BertConfig", "mean"),
+    "gemma3": Family(
+        "google/embeddinggemma-300m", "Gemma3TextConfig", "mean",
+        extra_config={"num_key_value_heads": 1, "head_dim": 16, "use_bidirectional_attention": True,
+                      "sliding_window": 512, "query_pre_attn_scalar": 16},
+        dense=((HIDDEN, 4 * HIDDEN), (4 * HIDDEN, HIDDEN)),
+        prompts={"query": "task: search result | query: ", "document": "title: none | text: "},
+    ),
+    "qwen3": Family(
+        "Qwen/Qwen3-Embedding-0.6B", "Qwen3Config", "lasttoken",
+        extra_config={"num_key_value_heads": 2, "head_dim": 16},
+        prompts={"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"},
+        padding_side="left",
+    ),
+    "xlm-roberta": Family("BAAI/bge-m3", "XLMRobertaConfig", "cls"),
+    "modernbert": Family(
+        "lightonai/modernbert-embed-large", "ModernBertConfig", "mean",
+        prompts={"query": "search_query: ", "document": "search_document: "},
+    ),
+}
+
+
+def build_tiny_model(family: Family, out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    # initializer_range 0.2, not 0.02: with near-zero weights a tiny model's CLS vector barely depends on the text,
+    # and parity checks on near-identical vectors would prove nothing.
+    config = getattr(transformers, family.config_class)(
+        vocab_size=30522, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=512, pad_token_id=0, initializer_range=0.2,
+        **family.extra_config,
+    )
+    transformers.AutoModel.from_config(config).save_pretrained(out)
+    for name in TOKENIZER_FILES:
+        shutil.copy(tokenizer_dir / name, out / name)
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    tokenizer_config["padding_side"] = family.padding_side
+    if family.config_class != "BertConfig":  # as their real tokenizers: no segment ids
+        tokenizer_config["model_input_names"] = ["input_ids", "attention_mask"]
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    pooling_dir = out / "1_Pooling"
+    pooling_dir.mkdir()
+    pooling_dir.joinpath("config.json").write_text(json.dumps({
+        "word_embedding_dimension": HIDDEN,
+        "pooling_mode_cls_token": family.pooling == "cls",
+        "pooling_mode_mean_tokens": family.pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": family.pooling == "lasttoken",
+        "include_prompt": True,
+    }))
+    modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+    for index, (in_features, out_features) in enumerate(family.dense, start=2):
+        dense_dir = out / f"{index}_Dense"
+        dense_dir.mkdir()
+        dense_dir.joinpath("config.json").write_text(json.dumps(
+            {"in_features": in_features, "out_features": out_features, "bias": False, "activation_function": IDENTITY}
+        ))
+        save_file({"linear.weight": torch.randn(out_features, in_features) / in_features**0.5},
+                  str(dense_dir / "model.safetensors"))
+        modules.append({"idx": index, "name": str(index), "path": dense_dir.name, "type": "sentence_transformers.models.Dense"})
+    normalize = len(modules)
+    modules.append({"idx": normalize, "name": str(normalize), "path": f"{normalize}_Normalize",
+                    "type": "sentence_transformers.models.Normalize"})
+    (out / "modules.json").write_text(json.dumps(modules, indent=2))
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": False}))
+    (out / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": family.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    ))
+    return out
