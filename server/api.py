@@ -29,7 +29,11 @@ class EmbeddingRequest(BaseModel):
 
     input: EmbeddingInput = Field(description="a string, strings, token ids, or arrays of token ids")
     model: StrictStr = Field(description="a served model ID or alias")
-    encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32 bytes")
+    encoding_format: Literal["float", "base64", "sparse"] = Field(
+        "float",
+        description="base64: little-endian float32 bytes; sparse (extension, models with a sparse head such as "
+        "bge-m3): lexical weights as {indices: token ids, values: weights}",
+    )
     dimensions: StrictInt | None = Field(None, ge=1, description="Matryoshka truncation, then re-normalisation")
     user: str | None = None
     truncate: bool = Field(True, description="extension: false makes an over-long input a 400 instead of a cut")
@@ -108,18 +112,25 @@ class EmbeddingResult:
     prompt_tokens: int
     model: str
     encoding_format: str
+    sparse: list[dict[int, float]] | None = None  # with encoding_format "sparse"
 
 
 def success_response(result: EmbeddingResult) -> Response:
-    if result.encoding_format == "base64":
+    kind = "embedding"
+    if result.encoding_format == "sparse":
+        kind = "sparse_embedding"
+        embeddings: list = [
+            {"indices": sorted(row), "values": [row[token] for token in sorted(row)]} for row in result.sparse or []
+        ]
+    elif result.encoding_format == "base64":
         # OpenAI's base64 is the raw little-endian float32 buffer; the SDK decodes it with np.frombuffer.
         little_endian = result.vectors.astype("<f4", copy=False)
-        embeddings: list = [base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian]
+        embeddings = [base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian]
     else:
         embeddings = list(result.vectors)
     body = {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
+        "data": [{"object": kind, "index": i, "embedding": e} for i, e in enumerate(embeddings)],
         "model": result.model,
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }

@@ -100,6 +100,15 @@ class EmbeddingAPI(ls.LitAPI):
                 param="dimensions",
                 code="invalid_dimensions",
             )
+        if request.encoding_format == "sparse" and self.embedder.sparse_head is None:
+            raise OpenAIError(
+                400,
+                f"{spec.id} has no sparse head; encoding_format `sparse` needs a model such as BAAI/bge-m3",
+                param="encoding_format",
+                code="sparse_not_supported",
+            )
+        if request.encoding_format == "sparse" and request.dimensions is not None:
+            raise OpenAIError(400, "dimensions does not apply to sparse embeddings", param="dimensions")
         inputs = request.inputs()
         if isinstance(inputs[0], str):
             tokenized = self.embedder.tokenize_texts(inputs, request.input_type)  # type: ignore[arg-type]
@@ -138,10 +147,10 @@ class EmbeddingAPI(ls.LitAPI):
         """One forward plan for every input of every request in the batch; results split back per request."""
         valid = [r for r in requests if isinstance(r, PreparedRequest)]
         all_ids = [ids for r in valid for ids in r.ids]
-        vectors = None
+        encoded = None
         if all_ids:
             started = time.monotonic()
-            vectors = self.embedder.embed(all_ids)
+            encoded = self.embedder.encode(all_ids, sparse=any(r.encoding_format == "sparse" for r in valid))
             self.metrics.observe_batch(
                 self.backend,
                 self.settings.model,
@@ -155,14 +164,15 @@ class EmbeddingAPI(ls.LitAPI):
             if isinstance(request, OpenAIError):
                 results.append(request)
                 continue
-            own = vectors[offset : offset + len(request.ids)]
+            own = slice(offset, offset + len(request.ids))
             offset += len(request.ids)
             results.append(
                 EmbeddingResult(
-                    truncate_dimensions(own, request.dimensions),
+                    truncate_dimensions(encoded.dense[own], request.dimensions),
                     request.prompt_tokens,
                     request.model,
                     request.encoding_format,
+                    encoded.sparse[own] if request.encoding_format == "sparse" else None,
                 )
             )
         return results

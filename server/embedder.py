@@ -18,6 +18,7 @@ from server.batching import pad_batch, plan_batches
 from server.models import ModelSpec, load_spec, resolve_model_dir
 from server.pooling import l2_normalize, pool
 from server.projection import load_projection, project
+from server.sparse import SparseHead, lexical_weights
 from server.settings import EngineSettings
 from server.tokenization import TextTokenizer, Tokenized
 
@@ -86,6 +87,12 @@ def resolve_dtype(requested: str, device: str, spec: ModelSpec) -> str:
     return "float16" if spec.float16 else "bfloat16"
 
 
+@dataclass
+class Encoded:
+    dense: np.ndarray  # float32 [inputs, dims], unit length when the model normalises
+    sparse: list[dict[int, float]] | None = None  # token id -> weight per input, when asked for
+
+
 class Embedder:
     def __init__(self, settings: EngineSettings, backend_name: str):
         started = time.monotonic()
@@ -96,6 +103,7 @@ class Embedder:
         self.settings = settings.model_copy(update={"dtype": resolve_dtype(settings.dtype, device, self.spec)})
         self.tokenizer = TextTokenizer(model_dir, self.spec.max_tokens)
         self.projection = load_projection(model_dir, self.spec.dense_layers)
+        self.sparse_head = SparseHead.load(model_dir, self.spec.sparse_head) if self.spec.sparse_head else None
         self.backend: Backend = create_backend(backend_name)
         self.backend.load(model_dir, self.settings, device)
         self.last_stats = ForwardStats()
@@ -110,8 +118,15 @@ class Embedder:
 
     def embed(self, id_lists: list[list[int]]) -> np.ndarray:
         """Unit-length (when the model normalises) float32 embeddings [inputs, dims], in input order."""
+        return self.encode(id_lists).dense
+
+    def encode(self, id_lists: list[list[int]], sparse: bool = False) -> Encoded:
+        """Dense embeddings and, with `sparse` (models with a sparse head), lexical weights, from one forward."""
+        if sparse and self.sparse_head is None:
+            raise ValueError(f"{self.spec.id} has no sparse head")
         stats = ForwardStats()
         pooled: np.ndarray | None = None  # [inputs, hidden]; the hidden size is known after the first pass
+        lexical: list[dict[int, float]] = [{} for _ in id_lists]
         lengths = [len(ids) for ids in id_lists]
         for indices in plan_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_inputs):
             started = time.perf_counter()
@@ -121,11 +136,16 @@ class Embedder:
             if pooled is None:
                 pooled = np.empty((len(id_lists), vectors.shape[1]), dtype=np.float32)
             pooled[indices] = vectors
+            if sparse:
+                weights = self.sparse_head.token_weights(hidden)
+                rows = lexical_weights(weights, batch.input_ids, batch.attention_mask, self.tokenizer.special_ids)
+                for index, row in zip(indices, rows):
+                    lexical[index] = row
             seconds = time.perf_counter() - started
             stats.forward_passes.append(ForwardPass(len(indices), batch.real_tokens, batch.padded_tokens, seconds))
         self.last_stats = stats
         output = project(pooled, self.projection)
-        return l2_normalize(output) if self.spec.normalize else output
+        return Encoded(l2_normalize(output) if self.spec.normalize else output, lexical if sparse else None)
 
     def embed_texts(self, texts: list[str], input_type: str | None = None) -> np.ndarray:
         return self.embed(self.tokenize_texts(texts, input_type).ids)

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "cls", "last"]
 BUILTIN_REGISTRY = Path(__file__).with_name("models.yaml")
+# A sparse lexical-weight head shipped beside the weights, as BGE-M3 does.
+SPARSE_HEAD_FILES = ("sparse_linear.safetensors", "sparse_linear.pt")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class ModelSpec:
     padding_side: Literal["left", "right"] = "right"
     # Dense projection layers after pooling (sentence-transformers module folders, in order).
     dense_layers: tuple[str, ...] = ()
+    # File of a sparse lexical-weight head beside the weights (BGE-M3's sparse_linear.pt); enables
+    # encoding_format="sparse".
+    sparse_head: str | None = None
     float16: bool = True
     trust_remote_code: bool = False
     modality: Literal["text", "text+image"] = "text"
@@ -154,6 +159,7 @@ def spec_from_files(model: str, model_dir: Path) -> ModelSpec:
         prompts=prompts,
         padding_side="left" if pooling == "last" else "right",
         dense_layers=dense_layers,
+        sparse_head=next((name for name in SPARSE_HEAD_FILES if (model_dir / name).is_file()), None),
     )
 
 

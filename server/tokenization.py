@@ -32,6 +32,10 @@ class TextTokenizer:
         self._tokenizer.enable_truncation(max_tokens)
         self.vocab_size = self._tokenizer.get_vocab_size()
         self._prefix, self._suffix = self._special_token_frame()
+        # [CLS], [SEP], [PAD], [UNK], <s>, </s>, ...: what lexical weights leave out.
+        self.special_ids = frozenset(
+            token_id for token_id, token in self._tokenizer.get_added_tokens_decoder().items() if token.special
+        ) | {self.pad_id}
 
     def _pad_id_from_config(self, model_dir: Path) -> int:
         config_path = model_dir / "tokenizer_config.json"

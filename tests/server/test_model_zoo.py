@@ -72,3 +72,67 @@ def test_prompts_change_the_embedding(zoo, zoo_cache):
     embedder = Embedder(EngineSettings(model=str(zoo["modernbert"]), cache=zoo_cache), "torch")
     plain, query = embedder.embed_texts(TEXTS[:4]), embedder.embed_texts(TEXTS[:4], "query")
     assert (plain * query).sum(axis=1).max() < 0.9999
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bge_m3_sparse_lexical_weights_match_the_flagembedding_formula(zoo, zoo_cache, backend):
+    """ReLU(sparse_linear(hidden)) per token, special tokens dropped, largest weight per repeated token; computed
+    here independently with transformers and torch, one text at a time (no padding)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = zoo["xlm-roberta"]
+    embedder = Embedder(EngineSettings(model=str(path), cache=zoo_cache), backend)
+    ids = embedder.tokenize_texts(TEXTS).ids
+    encoded = embedder.encode(ids, sparse=True)
+    assert np.allclose(encoded.dense, embedder.embed(ids), atol=1e-6)
+
+    model = AutoModel.from_pretrained(path).eval()
+    head = torch.load(path / "sparse_linear.pt")
+    special = set(AutoTokenizer.from_pretrained(path).all_special_ids)
+    for row, token_ids in zip(encoded.sparse, ids):
+        with torch.no_grad():
+            hidden = model(input_ids=torch.tensor([token_ids])).last_hidden_state[0]
+        weights = torch.relu(hidden @ head["weight"].T + head["bias"]).squeeze(-1).tolist()
+        expected: dict[int, float] = {}
+        for token, weight in zip(token_ids, weights):
+            if token not in special and weight > expected.get(token, 0.0):
+                expected[token] = weight
+        assert row.keys() == expected.keys()
+        assert np.allclose([row[t] for t in expected], list(expected.values()), rtol=1e-3, atol=1e-5)
+    assert any(encoded.sparse), "a sparse head that zeroes everything would pass trivially"
+
+
+def test_sparse_and_dense_requests_served_together(zoo, zoo_cache, tmp_path):
+    """encoding_format "sparse" through HTTP, sent at once with dense requests to one backend's queue, so that
+    dynamic batches mix them (one forward pass serves both)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from loadtest.server_metrics import MetricsSnapshot
+    from tests.conftest import start_server
+
+    path = zoo["xlm-roberta"]
+    server = start_server(zoo_cache, tmp_path, "--model", str(path), "--backends", "onnx", "--batch-timeout-ms", "50")
+    try:
+        def post(encoding_format: str) -> dict:
+            body = {"model": str(path), "input": TEXTS[:3], "encoding_format": encoding_format}
+            return requests.post(f"{server.url}/v1/embeddings", json=body, timeout=60).json()
+
+        with ThreadPoolExecutor(6) as pool:
+            replies = list(pool.map(post, ["sparse", "float"] * 3))
+        metrics = MetricsSnapshot.scrape(server.url)
+        batches = metrics.total("embedserve_batch_requests_count")
+        assert metrics.total("embedserve_batch_requests_bucket", le="1.0") < batches, "no batch merged requests"
+    finally:
+        server.stop()
+    embedder = Embedder(EngineSettings(model=str(path), cache=zoo_cache), "onnx")
+    expected = embedder.encode(embedder.tokenize_texts(TEXTS[:3]).ids, sparse=True)
+    for reply in replies[0::2]:
+        assert [item["object"] for item in reply["data"]] == ["sparse_embedding"] * 3
+        for item, row in zip(reply["data"], expected.sparse):
+            assert item["embedding"]["indices"] == sorted(row)
+            assert np.allclose(item["embedding"]["values"], [row[t] for t in sorted(row)], rtol=1e-4)
+    for reply in replies[1::2]:
+        assert np.allclose([item["embedding"] for item in reply["data"]], expected.dense, atol=1e-5)

@@ -31,3 +31,13 @@ def test_truncate_dimensions_renormalises():
     np.testing.assert_allclose(truncated[0], [0.6, 0.8], rtol=1e-6)
     assert truncate_dimensions(vectors, None) is vectors
     assert truncate_dimensions(vectors, 3) is vectors
+
+
+def test_lexical_weights_keep_the_largest_weight_per_token_without_specials_or_padding():
+    from server.sparse import lexical_weights
+
+    weights = np.array([[0.0, 0.5, 0.9, 0.7, 0.3], [0.2, 0.4, 0.0, 0.8, 0.1]])
+    ids = np.array([[101, 7, 8, 7, 102], [101, 9, 5, 102, 0]])
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    rows = lexical_weights(weights, ids, mask, skip_ids=frozenset({0, 101, 102}))
+    assert rows == [{7: 0.7, 8: 0.9}, {9: 0.4}]  # token 5 weighs 0: not listed

@@ -25,6 +25,7 @@ class Family:
     dense: tuple[tuple[int, int], ...] = ()  # (in, out) per Dense layer after pooling
     prompts: dict[str, str] = field(default_factory=dict)
     padding_side: str = "right"
+    sparse_head: bool = False  # BGE-M3's sparse_linear.pt beside the weights
 
 
 FAMILIES = {
@@ -42,7 +43,7 @@ FAMILIES = {
         prompts={"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"},
         padding_side="left",
     ),
-    "xlm-roberta": Family("BAAI/bge-m3", "XLMRobertaConfig", "cls"),
+    "xlm-roberta": Family("BAAI/bge-m3", "XLMRobertaConfig", "cls", sparse_head=True),
     "modernbert": Family(
         "lightonai/modernbert-embed-large", "ModernBertConfig", "mean",
         prompts={"query": "search_query: ", "document": "search_document: "},
@@ -95,6 +96,8 @@ def build_tiny_model(family: Family, out: Path, tokenizer_dir: Path, seed: int =
         save_file({"linear.weight": torch.randn(out_features, in_features) / in_features**0.5},
                   str(dense_dir / "model.safetensors"))
         modules.append({"idx": index, "name": str(index), "path": dense_dir.name, "type": "sentence_transformers.models.Dense"})
+    if family.sparse_head:
+        torch.save({"weight": torch.randn(1, HIDDEN) / HIDDEN**0.5, "bias": torch.tensor([0.05])}, out / "sparse_linear.pt")
     normalize = len(modules)
     modules.append({"idx": normalize, "name": str(normalize), "path": f"{normalize}_Normalize",
                     "type": "sentence_transformers.models.Normalize"})
