@@ -15,13 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
 
+from loadtest.cells import Cell, CellResult
 from loadtest.environment import describe_environment
+from loadtest.locust_csv import read_failures, read_last_history_row, read_locust_row
+from loadtest.saturation import Saturation, find_max, saturation_levels
 from loadtest.server_metrics import MetricsSnapshot
 from server.settings import SweepSettings
 
@@ -30,64 +33,6 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LOCUST_CPU_LIMIT_PCT = 80.0
 PERCENTILES = {"p50": "50%", "p90": "90%", "p95": "95%", "p99": "99%", "p999": "99.9%"}
 MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Cell:
-    backend: str
-    profile: str
-    batch_size: int
-    concurrency: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.backend}_{self.profile}_b{self.batch_size}_c{self.concurrency}"
-
-    def label(self) -> str:
-        return f"{self.backend} {self.profile} batch {self.batch_size} x {self.concurrency} users"
-
-
-@dataclass
-class CellResult:
-    backend: str
-    profile: str
-    batch_size: int
-    concurrency: int
-    seconds: float = 0.0
-    requests: int = 0
-    failures: int = 0
-    failure_reasons: str = ""
-    requests_per_s: float = 0.0
-    inputs_per_s: float = 0.0
-    tokens_per_s: float = 0.0
-    mean_ms: float = 0.0
-    p50_ms: float = 0.0
-    p90_ms: float = 0.0
-    p95_ms: float = 0.0
-    p99_ms: float = 0.0
-    p999_ms: float = 0.0
-    max_ms: float = 0.0
-    queue_wait_ms: float | None = None
-    inference_ms: float | None = None
-    inputs_per_forward: float | None = None
-    requests_per_batch: float | None = None
-    worker_rss_peak_mb: float | None = None
-    gpu_memory_peak_mb: float | None = None
-    locust_cpu_pct: float = 0.0
-    locust_cpu_bound: bool = False
-
-
-@dataclass
-class Saturation:
-    backend: str
-    profile: str
-    batch_size: int
-    slo_p99_ms: float
-    best_concurrency: int | None = None
-    best_inputs_per_s: float | None = None
-    best_p99_ms: float | None = None
-    stopped_because: str = ""
-    tried: list[int] = field(default_factory=list)
 
 
 class CellRunner:
@@ -240,28 +185,6 @@ class CellWatch:
         return 100 * busiest / wall if wall > 0 else 0.0
 
 
-def read_locust_row(path: Path, name: str) -> dict[str, str] | None:
-    if not path.exists():
-        return None
-    with path.open() as handle:
-        return next((row for row in csv.DictReader(handle) if row["Name"] == name), None)
-
-
-def read_failures(path: Path) -> str:
-    if not path.exists():
-        return ""
-    with path.open() as handle:
-        return "; ".join(f"{row['Error']} (x{row['Occurrences']})" for row in csv.DictReader(handle))
-
-
-def read_last_history_row(path: Path) -> dict[str, str] | None:
-    if not path.exists():
-        return None
-    with path.open() as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("Name") == "Aggregated"]
-    return rows[-1] if rows else None
-
-
 def grid(settings: SweepSettings) -> list[Cell]:
     return [
         Cell(backend, profile, batch_size, concurrency)
@@ -270,47 +193,6 @@ def grid(settings: SweepSettings) -> list[Cell]:
         for batch_size in settings.batch_sizes
         for concurrency in settings.concurrency
     ]
-
-
-def saturation_levels(settings: SweepSettings) -> list[int]:
-    """1, 2, 4, ... up to --max-concurrency."""
-    levels, level = [], 1
-    while level <= settings.max_concurrency:
-        levels.append(level)
-        level *= 2
-    return levels
-
-
-def find_max(runner: CellRunner, settings: SweepSettings, results: list[CellResult], save) -> list[Saturation]:
-    """Per backend, profile and batch size: double the users until p99 breaks the SLO or throughput stops rising."""
-    found = []
-    for backend in settings.backends:
-        for profile in settings.profiles:
-            for batch_size in settings.batch_sizes:
-                search = Saturation(backend, profile, batch_size, settings.slo_p99_ms)
-                best_rate = 0.0
-                for concurrency in saturation_levels(settings):
-                    result = runner.run(Cell(backend, profile, batch_size, concurrency))
-                    results.append(result)
-                    save()
-                    search.tried.append(concurrency)
-                    if result.failures:
-                        search.stopped_because = f"{result.failures} failed requests at {concurrency} users"
-                        break
-                    if result.p99_ms > settings.slo_p99_ms:
-                        search.stopped_because = f"p99 {result.p99_ms:.0f} ms above the SLO at {concurrency} users"
-                        break
-                    if result.inputs_per_s > (search.best_inputs_per_s or 0):
-                        search.best_concurrency, search.best_inputs_per_s = concurrency, result.inputs_per_s
-                        search.best_p99_ms = result.p99_ms
-                    if result.inputs_per_s < best_rate * 1.05:
-                        search.stopped_because = f"throughput stopped rising at {concurrency} users"
-                        break
-                    best_rate = max(best_rate, result.inputs_per_s)
-                else:
-                    search.stopped_because = f"reached --max-concurrency {settings.max_concurrency}"
-                found.append(search)
-    return found
 
 
 def write_results(run_dir: Path, environment: dict, settings: SweepSettings, results: list[CellResult],

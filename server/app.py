@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import litserve as ls
+import numpy as np
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
@@ -21,7 +22,9 @@ from starlette.responses import Response
 from server.api import EmbeddingRequest, EmbeddingResult, OpenAIError, error_response, model_not_found, success_response
 from server.backends.base import BackendVariant
 from server.admission import AdmissionMiddleware
+from server.embedder import Embedder, ForwardStats
 from server.errors import install_error_handlers
+from server.images import DATA_URI_PREFIX, BadImage, read_image_bytes
 from server.metrics import server_metrics, start_memory_sampler, use_multiprocess_dir
 from server.metrics_http import RequestMetricsMiddleware, install_metrics_route
 from server.pooling import truncate_dimensions
@@ -38,10 +41,15 @@ def embeddings_path(backend: str) -> str:
 class PreparedRequest:
     """A request that passed every check, tokenized: what predict() needs and encode_response() reports."""
 
-    __slots__ = ("ids", "prompt_tokens", "model", "dimensions", "encoding_format", "received_at")
+    __slots__ = ("ids", "images", "image_slots", "prompt_tokens", "model", "dimensions", "encoding_format", "received_at")
 
-    def __init__(self, ids: list[list[int]], request: EmbeddingRequest):
-        self.ids = ids
+    def __init__(
+        self, ids: list[list[int]], request: EmbeddingRequest, images: dict[int, np.ndarray] | None = None
+    ):
+        self.ids = ids  # the text inputs, in order
+        # Image inputs (image-text models) by their position in `input`; texts fill the other positions.
+        self.images = list((images or {}).values())
+        self.image_slots = list((images or {}).keys())
         self.received_at = request.received_at
         self.prompt_tokens = sum(len(i) for i in ids)
         self.model = request.model
@@ -62,8 +70,6 @@ class EmbeddingAPI(ls.LitAPI):
         self.embedder = None
 
     def setup(self, device: str) -> None:
-        from server.embedder import Embedder
-
         self.metrics = server_metrics()
         start_memory_sampler(self._sample_memory)
         # A backend that cannot load reports why in /ready and answers 503; the other backends keep serving.
@@ -110,8 +116,13 @@ class EmbeddingAPI(ls.LitAPI):
         if request.encoding_format == "sparse" and request.dimensions is not None:
             raise OpenAIError(400, "dimensions does not apply to sparse embeddings", param="dimensions")
         inputs = request.inputs()
+        images: dict[int, np.ndarray] = {}
+        text_slots = list(range(len(inputs)))
         if isinstance(inputs[0], str):
-            tokenized = self.embedder.tokenize_texts(inputs, request.input_type)  # type: ignore[arg-type]
+            images = self._decode_images(inputs)  # type: ignore[arg-type]
+            text_slots = [index for index in text_slots if index not in images]
+            texts = [inputs[index] for index in text_slots]
+            tokenized = self.embedder.tokenize_texts(texts, request.input_type)  # type: ignore[arg-type]
         else:
             vocab = self.embedder.tokenizer.vocab_size
             for index, ids in enumerate(inputs):
@@ -119,7 +130,7 @@ class EmbeddingAPI(ls.LitAPI):
                     raise OpenAIError(400, f"input[{index}] has token ids outside [0, {vocab})", param="input")
             tokenized = self.embedder.tokenizer.frame_token_ids(inputs)  # type: ignore[arg-type]
         if not request.truncate and any(tokenized.overflowed):
-            index = tokenized.overflowed.index(True)
+            index = text_slots[tokenized.overflowed.index(True)]
             raise OpenAIError(
                 400,
                 f"input[{index}] is longer than the model's limit of {spec.max_tokens} tokens and truncate is false",
@@ -133,7 +144,27 @@ class EmbeddingAPI(ls.LitAPI):
                 param="input",
                 code="max_tokens_per_request",
             )
-        return PreparedRequest(tokenized.ids, request)
+        return PreparedRequest(tokenized.ids, request, images)
+
+    def _decode_images(self, inputs: list[str]) -> dict[int, np.ndarray]:
+        """Position -> preprocessed pixels, for every input that is an image; a bad one is a 400 naming it."""
+        images = {}
+        for index, item in enumerate(inputs):
+            if not item.startswith(DATA_URI_PREFIX) and not (
+                self.settings.allow_image_urls and item.startswith(("http://", "https://"))
+            ):
+                continue  # text (a URL is text unless image URLs are enabled)
+            if not self.embedder.image_text:
+                raise OpenAIError(
+                    400, f"input[{index}] is an image; {self.embedder.spec.id} embeds text only",
+                    param="input", code="images_not_supported",
+                )
+            try:
+                data = read_image_bytes(item, self.settings.allow_image_urls)
+                images[index] = self.embedder.image_processing(data)
+            except BadImage as reason:
+                raise OpenAIError(400, f"input[{index}]: {reason}", param="input", code="invalid_image") from None
+        return images
 
     def batch(self, inputs: list) -> list:
         return inputs
@@ -147,32 +178,49 @@ class EmbeddingAPI(ls.LitAPI):
         """One forward plan for every input of every request in the batch; results split back per request."""
         valid = [r for r in requests if isinstance(r, PreparedRequest)]
         all_ids = [ids for r in valid for ids in r.ids]
-        encoded = None
+        all_images = [image for r in valid for image in r.images]
+        started = time.monotonic()
+        passes: list = []
+        encoded = image_vectors = None
         if all_ids:
-            started = time.monotonic()
             encoded = self.embedder.encode(all_ids, sparse=any(r.encoding_format == "sparse" for r in valid))
+            passes += self.embedder.last_stats.forward_passes
+        if all_images:
+            image_vectors = self.embedder.embed_images(all_images)
+            passes += self.embedder.last_stats.forward_passes
+        if passes:
             self.metrics.observe_batch(
                 self.backend,
                 self.settings.model,
                 waits=[started - r.received_at for r in valid],
-                stats=self.embedder.last_stats,
+                stats=ForwardStats(passes),
                 inference_seconds=time.monotonic() - started,
             )
         results: list[EmbeddingResult | OpenAIError] = []
-        offset = 0
+        text_offset = image_offset = 0
         for request in requests:
             if isinstance(request, OpenAIError):
                 results.append(request)
                 continue
-            own = slice(offset, offset + len(request.ids))
-            offset += len(request.ids)
+            texts = slice(text_offset, text_offset + len(request.ids))
+            text_offset += len(request.ids)
+            vectors = encoded.dense[texts] if encoded is not None else None
+            if request.images:  # texts and images back in the order of `input`
+                is_image = np.zeros(len(request.ids) + len(request.images), dtype=bool)
+                is_image[request.image_slots] = True
+                merged = np.empty((len(is_image), self.embedder.spec.dimensions), dtype=np.float32)
+                merged[is_image] = image_vectors[image_offset : image_offset + len(request.images)]
+                if vectors is not None:
+                    merged[~is_image] = vectors
+                image_offset += len(request.images)
+                vectors = merged
             results.append(
                 EmbeddingResult(
-                    truncate_dimensions(encoded.dense[own], request.dimensions),
+                    truncate_dimensions(vectors, request.dimensions),
                     request.prompt_tokens,
                     request.model,
                     request.encoding_format,
-                    encoded.sparse[own] if request.encoding_format == "sparse" else None,
+                    encoded.sparse[texts] if request.encoding_format == "sparse" else None,
                 )
             )
         return results

@@ -48,8 +48,11 @@ def plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_inputs: in
     return batches
 
 
-def pad_batch(id_lists: list[list[int]], pad_id: int, padding_side: str = "right") -> TokenBatch:
-    longest = max(len(ids) for ids in id_lists)
+def pad_batch(
+    id_lists: list[list[int]], pad_id: int, padding_side: str = "right", length: int | None = None
+) -> TokenBatch:
+    """Pad to the batch's longest input, or to `length` for models trained on fixed-length text (SigLIP)."""
+    longest = length or max(len(ids) for ids in id_lists)
     input_ids = np.full((len(id_lists), longest), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(id_lists), longest), dtype=np.int64)
     for row, ids in enumerate(id_lists):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from server.backends.base import Backend, create_backend
-from server.batching import pad_batch, plan_batches
+from server.batching import TokenBatch, pad_batch, plan_batches
+from server.images import ImageProcessing
 from server.models import ModelSpec, load_spec, resolve_model_dir
 from server.pooling import l2_normalize, pool
 from server.projection import load_projection, project
@@ -63,11 +64,11 @@ class ForwardStats:
         return sum(p.padded_tokens for p in self.forward_passes)
 
 
-def check_servable(spec: ModelSpec, settings: EngineSettings) -> None:
-    if spec.modality != "text":
+def check_servable(spec: ModelSpec, settings: EngineSettings, backend: Backend) -> None:
+    if spec.modality == "text+image" and not hasattr(backend, "image_features"):
         raise NotImplementedError(
-            f"{spec.id} is an image-text model ({spec.family}); embedserve serves its text tower and images later, "
-            "not yet: see the README's model support matrix"
+            f"{spec.id} is an image-text model ({spec.family}); the {backend.name} backend cannot run those yet "
+            "(torch can): see the README's model support matrix"
         )
     if spec.trust_remote_code and not settings.trust_remote_code:
         raise PermissionError(
@@ -98,13 +99,15 @@ class Embedder:
         started = time.monotonic()
         model_dir = resolve_model_dir(settings.model)
         self.spec: ModelSpec = load_spec(settings.model, model_dir, settings.max_tokens, settings.model_registry)
-        check_servable(self.spec, settings)
+        self.backend: Backend = create_backend(backend_name)
+        check_servable(self.spec, settings, self.backend)
         device = resolve_device(settings.device)
         self.settings = settings.model_copy(update={"dtype": resolve_dtype(settings.dtype, device, self.spec)})
         self.tokenizer = TextTokenizer(model_dir, self.spec.max_tokens)
         self.projection = load_projection(model_dir, self.spec.dense_layers)
         self.sparse_head = SparseHead.load(model_dir, self.spec.sparse_head) if self.spec.sparse_head else None
-        self.backend: Backend = create_backend(backend_name)
+        self.image_text = self.spec.modality == "text+image"
+        self.image_processing = ImageProcessing.from_model_dir(model_dir) if self.image_text else None
         self.backend.load(model_dir, self.settings, device)
         self.last_stats = ForwardStats()
         self.load_seconds = time.monotonic() - started
@@ -128,11 +131,17 @@ class Embedder:
         pooled: np.ndarray | None = None  # [inputs, hidden]; the hidden size is known after the first pass
         lexical: list[dict[int, float]] = [{} for _ in id_lists]
         lengths = [len(ids) for ids in id_lists]
+        fixed_length = self.spec.max_tokens if self.spec.text_padding == "max_length" else None
         for indices in plan_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_inputs):
             started = time.perf_counter()
-            batch = pad_batch([id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side)
-            hidden = self.backend.forward(batch)
-            vectors = pool(hidden, batch.attention_mask, self.spec.pooling)
+            batch = pad_batch([id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side, fixed_length)
+            if self.image_text:
+                # Trained on padded text with no mask (SigLIP): the pads are part of the input.
+                unmasked = TokenBatch(batch.input_ids, np.ones_like(batch.attention_mask)) if fixed_length else batch
+                vectors = self.backend.text_features(unmasked)
+            else:
+                hidden = self.backend.forward(batch)
+                vectors = pool(hidden, batch.attention_mask, self.spec.pooling)
             if pooled is None:
                 pooled = np.empty((len(id_lists), vectors.shape[1]), dtype=np.float32)
             pooled[indices] = vectors
@@ -146,6 +155,18 @@ class Embedder:
         self.last_stats = stats
         output = project(pooled, self.projection)
         return Encoded(l2_normalize(output) if self.spec.normalize else output, lexical if sparse else None)
+
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+        """Unit-length embeddings of preprocessed images [3, H, W] (image-text models), in input order."""
+        stats = ForwardStats()
+        outputs = []
+        for start in range(0, len(images), self.settings.max_batch_inputs):
+            started = time.perf_counter()
+            chunk = np.stack(images[start : start + self.settings.max_batch_inputs])
+            outputs.append(self.backend.image_features(chunk))
+            stats.forward_passes.append(ForwardPass(len(chunk), 0, 0, time.perf_counter() - started))
+        self.last_stats = stats
+        return l2_normalize(np.concatenate(outputs))
 
     def embed_texts(self, texts: list[str], input_type: str | None = None) -> np.ndarray:
         return self.embed(self.tokenize_texts(texts, input_type).ids)

@@ -147,7 +147,8 @@ class ServerMetrics:
             self.forward_duration.labels(backend, model).observe(forward.seconds)
             self.batch_inputs.labels(backend, model).observe(forward.inputs)
             self.forward_tokens.labels(backend, model).observe(forward.padded_tokens)
-            self.padding_ratio.labels(backend, model).observe(1 - forward.real_tokens / forward.padded_tokens)
+            if forward.padded_tokens:  # image passes have no tokens
+                self.padding_ratio.labels(backend, model).observe(1 - forward.real_tokens / forward.padded_tokens)
             self.inputs.labels(backend, model).inc(forward.inputs)
             self.tokens.labels(backend, model).inc(forward.real_tokens)
 

@@ -49,6 +49,8 @@ class ModelSpec:
     float16: bool = True
     trust_remote_code: bool = False
     modality: Literal["text", "text+image"] = "text"
+    # SigLIP's text tower was trained on text padded to max_tokens, with no attention mask.
+    text_padding: Literal["longest", "max_length"] = "longest"
     aliases: tuple[str, ...] = ()
 
     @property
@@ -142,6 +144,8 @@ def spec_from_files(model: str, model_dir: Path) -> ModelSpec:
     normalize = any(m.get("type", "").endswith("Normalize") for m in modules) or not modules
     max_tokens = st_config.get("max_seq_length") or _tokenizer_limit(model_dir) or config.get("max_position_embeddings", 512)
     prompts = {k: v for k, v in st_extra.get("prompts", {}).items() if k in {"query", "document"} and v}
+    if "text_config" in config and "vision_config" in config:
+        return _image_text_spec(model, config)
     dense_layers = tuple(m["path"] for m in modules if m.get("type", "").endswith("Dense"))
     dimensions = int(
         pooling_config.get("word_embedding_dimension")  # sentence-transformers < 5.7 (what hub repos carry)
@@ -160,6 +164,18 @@ def spec_from_files(model: str, model_dir: Path) -> ModelSpec:
         padding_side="left" if pooling == "last" else "right",
         dense_layers=dense_layers,
         sparse_head=next((name for name in SPARSE_HEAD_FILES if (model_dir / name).is_file()), None),
+    )
+
+
+def _image_text_spec(model: str, config: dict) -> ModelSpec:
+    """CLIP-style dual encoders: each tower's own pooled, projected output is the embedding."""
+    text = config["text_config"]
+    return ModelSpec(
+        id=model,
+        family=config.get("model_type", ""),
+        modality="text+image",
+        max_tokens=int(text.get("max_position_embeddings", 77)),
+        dimensions=int(config.get("projection_dim") or text.get("projection_size") or text.get("hidden_size", 0)),
     )
 
 

@@ -130,6 +130,9 @@ class ServeSettings(EngineSettings):
     max_request_tokens: int = Field(300_000, ge=1, description="tokens per request (OpenAI: 300000)")
     request_timeout_s: float = Field(60.0, gt=0, description="longest a request may wait in the queue")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="server log level")
+    allow_image_urls: bool = Field(
+        False, description="image-text models: fetch http(s) image URLs in `input` (off: only data:image/ URIs)"
+    )
     metrics_dir: Path | None = Field(
         None, description="where server processes keep Prometheus metric files (default: a fresh temporary directory)"
     )

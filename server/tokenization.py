@@ -21,10 +21,23 @@ class Tokenized:
         return sum(len(ids) for ids in self.ids)
 
 
+def load_fast_tokenizer(model_dir: Path) -> Tokenizer:
+    path = model_dir / "tokenizer.json"
+    if path.is_file():
+        return Tokenizer.from_file(str(path))
+    # Repositories that ship only a slow tokenizer (vocab.txt, SigLIP's spiece.model): transformers converts it
+    # once at load (SentencePiece models need the sentencepiece package for that).
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise FileNotFoundError(f"{model_dir} has no tokenizer.json, and converting its tokenizer needs transformers") from exc
+    return AutoTokenizer.from_pretrained(model_dir, use_fast=True).backend_tokenizer
+
+
 class TextTokenizer:
     def __init__(self, model_dir: Path, max_tokens: int):
         self.max_tokens = max_tokens
-        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer = load_fast_tokenizer(model_dir)
         padding = self._tokenizer.padding
         self.pad_id = padding["pad_id"] if padding else self._pad_id_from_config(model_dir)
         # We pad per batch ourselves (to the batch's longest input, not a fixed length).

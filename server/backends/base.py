@@ -41,6 +41,9 @@ class Backend(Protocol):
         """Last hidden states, float32 [batch, seq, hidden]."""
         ...
 
+    # Image-text models (CLIP, SigLIP) need two more methods; a backend without them cannot serve such models:
+    #   text_features(batch: TokenBatch) -> [batch, dims]   image_features(pixels [n, 3, H, W]) -> [n, dims]
+
     def peak_device_memory_bytes(self) -> int | None:
         """The runtime allocator's peak on an accelerator; None where the runtime does not say (or on CPU)."""
         ...

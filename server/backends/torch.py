@@ -32,6 +32,19 @@ class TorchBackend:
         )
         self._model = model.to(device).eval()
 
+    # Image-text models (CLIP, SigLIP): each tower's pooled and projected output, as transformers computes it.
+    def text_features(self, batch: TokenBatch) -> np.ndarray:
+        with torch.inference_mode():
+            input_ids = torch.from_numpy(batch.input_ids).to(self.device)
+            attention_mask = torch.from_numpy(batch.attention_mask).to(self.device)
+            return self._model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).float().cpu().numpy()
+
+    def image_features(self, pixels: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            dtype = next(self._model.parameters()).dtype
+            pixel_values = torch.from_numpy(pixels).to(self.device, dtype=dtype)
+            return self._model.get_image_features(pixel_values=pixel_values).float().cpu().numpy()
+
     def forward(self, batch: TokenBatch) -> np.ndarray:
         with torch.inference_mode():
             input_ids = torch.from_numpy(batch.input_ids).to(self.device, non_blocking=True)

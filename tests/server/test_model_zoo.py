@@ -4,6 +4,8 @@ layers, prompts, truncation), and batched against single."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,91 @@ def test_sparse_and_dense_requests_served_together(zoo, zoo_cache, tmp_path):
             assert np.allclose(item["embedding"]["values"], [row[t] for t in sorted(row)], rtol=1e-4)
     for reply in replies[1::2]:
         assert np.allclose([item["embedding"] for item in reply["data"]], expected.dense, atol=1e-5)
+
+
+# --- image-text models (CLIP, SigLIP) ----------------------------------------------------------------------------
+def picture(kind: int) -> bytes:
+    """Distinct, structured images (gradients, stripes, blocks), so that their embeddings differ."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:180, 0:260]
+    channels = [(x * (kind + 1)) % 256, (y * (3 - kind % 3)) % 256, ((x // (8 * (kind + 1)) + y // 16) % 2) * 255]
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack(channels, axis=-1).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def image_text(tmp_path_factory, minilm_dir) -> dict:
+    """Tiny CLIP and SigLIP, and a user registry entry that gives SigLIP its max-length text padding."""
+    from tests.server.tiny_models import IMAGE_TEXT, build_tiny_image_text_model
+
+    root = tmp_path_factory.mktemp("image-text")
+    models = {kind: build_tiny_image_text_model(kind, root / kind, minilm_dir) for kind in IMAGE_TEXT}
+    registry = root / "registry.yaml"
+    registry.write_text(f"{models['siglip']}:\n  family: siglip\n  text_padding: max_length\n")
+    return {"models": models, "registry": registry}
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_image_text_towers_match_transformers(image_text, kind):
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    path = image_text["models"][kind]
+    embedder = Embedder(EngineSettings(model=str(path), model_registry=image_text["registry"]), "torch")
+    images = [picture(k) for k in range(3)]
+    texts = embedder.embed_texts(TEXTS[:8])
+    pictures = embedder.embed_images([embedder.image_processing(data) for data in images])
+
+    model, tokenizer = AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    processor = AutoImageProcessor.from_pretrained(path)
+    with torch.no_grad():
+        if kind == "siglip":  # as SigLIP was trained: padded to 64 tokens, no attention mask
+            encoded = tokenizer(TEXTS[:8], padding="max_length", max_length=64, truncation=True, return_tensors="pt")
+            expected_texts = model.get_text_features(input_ids=encoded["input_ids"])
+        else:
+            encoded = tokenizer(TEXTS[:8], padding=True, truncation=True, max_length=77, return_tensors="pt")
+            expected_texts = model.get_text_features(**{k: encoded[k] for k in ("input_ids", "attention_mask")})
+        pixels = processor(images=[Image.open(io.BytesIO(d)) for d in images], return_tensors="pt")["pixel_values"]
+        expected_images = model.get_image_features(pixel_values=pixels)
+    unit = lambda t: (t / t.norm(dim=-1, keepdim=True)).numpy()  # noqa: E731
+    assert (texts * unit(expected_texts)).sum(axis=1).min() >= 0.9999
+    assert (pictures * unit(expected_images)).sum(axis=1).min() >= 0.9999
+    assert texts.shape[1] == pictures.shape[1] == embedder.spec.dimensions
+    assert (pictures @ pictures.T)[~np.eye(3, dtype=bool)].min() < 0.99, "distinct images, distinct embeddings"
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_image_text_models_are_refused_clearly_by_graph_backends(image_text, backend):
+    with pytest.raises(NotImplementedError, match=f"the {backend} backend cannot run those yet"):
+        Embedder(EngineSettings(model=str(image_text["models"]["clip"])), backend)
+
+
+def test_mixed_text_and_image_request_and_bad_images(image_text, tmp_path):
+    import base64
+
+    import requests
+
+    from tests.conftest import start_server
+
+    path = image_text["models"]["clip"]
+    uri = lambda data: "data:image/png;base64," + base64.b64encode(data).decode()  # noqa: E731
+    server = start_server(tmp_path, tmp_path, "--model", str(path), "--backends", "torch")
+    try:
+        url = f"{server.url}/v1/embeddings"
+        mixed = ["a photo of stripes", uri(picture(0)), "a gradient", uri(picture(1))]
+        reply = requests.post(url, json={"model": str(path), "input": mixed}, timeout=60).json()
+        bad = requests.post(url, json={"model": str(path), "input": ["ok", "data:image/png;base64,bm9wZQ=="]}, timeout=60)
+    finally:
+        server.stop()
+    vectors = np.array([item["embedding"] for item in reply["data"]])
+    embedder = Embedder(EngineSettings(model=str(path)), "torch")
+    expected_texts = embedder.embed_texts([mixed[0], mixed[2]])
+    expected_images = embedder.embed_images([embedder.image_processing(picture(k)) for k in (0, 1)])
+    assert np.allclose(vectors[[0, 2]], expected_texts, atol=1e-5) and np.allclose(vectors[[1, 3]], expected_images, atol=1e-5)
+    assert reply["usage"]["prompt_tokens"] == sum(len(ids) for ids in embedder.tokenize_texts([mixed[0], mixed[2]]).ids)
+    assert bad.status_code == 400
+    error = bad.json()["error"]
+    assert error["message"].startswith("input[1]: the image could not be decoded") and error["code"] == "invalid_image"

@@ -76,11 +76,25 @@ def test_dtype_follows_device_and_model(tmp_path):
         resolve_dtype("float16", "cuda:0", gemma)
 
 
-def test_custom_code_needs_consent_and_image_models_say_they_are_not_served(tmp_path):
+def test_custom_code_needs_consent_and_image_models_need_a_backend_with_image_towers(tmp_path):
+    from server.backends.base import create_backend
+
     write_repo(tmp_path, {"config.json": {"hidden_size": 8}})
+    torch_backend, onnx_backend = create_backend("torch"), create_backend("onnx")
     jina = load_spec("jinaai/jina-embeddings-v2-base-zh", tmp_path)
     with pytest.raises(PermissionError, match="--trust-remote-code"):
-        check_servable(jina, EngineSettings())
-    check_servable(jina, EngineSettings(trust_remote_code=True))
-    with pytest.raises(NotImplementedError, match="image-text"):
-        check_servable(load_spec("openai/clip-vit-base-patch16", tmp_path), EngineSettings())
+        check_servable(jina, EngineSettings(), torch_backend)
+    check_servable(jina, EngineSettings(trust_remote_code=True), torch_backend)
+    clip = load_spec("openai/clip-vit-base-patch16", tmp_path)
+    assert clip.modality == "text+image"
+    check_servable(clip, EngineSettings(), torch_backend)
+    with pytest.raises(NotImplementedError, match="the onnx backend cannot run those yet"):
+        check_servable(clip, EngineSettings(), onnx_backend)
+
+
+def test_dual_encoder_config_is_read_as_an_image_text_model(tmp_path):
+    write_repo(tmp_path, {"config.json": {"model_type": "clip", "projection_dim": 512,
+                                          "text_config": {"hidden_size": 512, "max_position_embeddings": 77},
+                                          "vision_config": {"hidden_size": 768}}})
+    spec = spec_from_files("local-clip", tmp_path)
+    assert (spec.modality, spec.dimensions, spec.max_tokens, spec.family) == ("text+image", 512, 77, "clip")

@@ -96,6 +96,7 @@ ERROR_CASES = [
     ("dimensions zero", {"input": "a", "model": MODEL, "dimensions": 0}, 400, "dimensions"),
     ("token id out of vocab", {"input": [[1, 99999999]], "model": MODEL}, 400, "input"),
     ("unknown model", {"input": "a", "model": "gpt-4"}, 404, "model"),
+    ("image to a text model", {"input": ["a", "data:image/png;base64,iVBORw0KGgo="], "model": MODEL}, 400, "input"),
     ("sparse without a sparse head", {"input": "a", "model": MODEL, "encoding_format": "sparse"}, 400, "encoding_format"),
     ("missing model", {"input": "a"}, 400, "model"),
 ]

@@ -24,3 +24,14 @@ def test_truncation_marks_overflow_and_keeps_special_tokens(minilm_dir):
 
 def test_pad_id_comes_from_the_tokenizer(minilm_dir):
     assert TextTokenizer(minilm_dir, 256).pad_id == 0
+
+
+def test_a_repository_without_tokenizer_json_gets_its_slow_tokenizer_converted(minilm_dir, tmp_path):
+    import shutil
+
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, tmp_path / name)
+    converted = TextTokenizer(tmp_path, 256)
+    original = TextTokenizer(minilm_dir, 256)
+    texts = ["Converted tokenizers must agree.", "naïve café déjà vu", "a " * 300]
+    assert converted.encode_texts(texts).ids == original.encode_texts(texts).ids

@@ -107,3 +107,30 @@ def build_tiny_model(family: Family, out: Path, tokenizer_dir: Path, seed: int =
         {"prompts": family.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}
     ))
     return out
+
+
+IMAGE_TEXT = {
+    # CLIP pools at the first end-of-text token: MiniLM's [SEP] (102) plays it here.
+    "clip": ("CLIPConfig", "CLIPImageProcessor", {"max_position_embeddings": 77, "eos_token_id": 102}),
+    "siglip": ("SiglipConfig", "SiglipImageProcessor", {"max_position_embeddings": 64}),
+}
+
+
+def build_tiny_image_text_model(kind: str, out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A CLIP or SigLIP dual encoder with both towers, its image processor config and MiniLM's tokenizer."""
+    import torch
+    import transformers
+
+    config_class, processor_class, text_extra = IMAGE_TEXT[kind]
+    torch.manual_seed(seed)
+    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = getattr(transformers, config_class)(
+        text_config={**tower, "vocab_size": 30522, "pad_token_id": 0, **text_extra},
+        vision_config={**tower, "image_size": 224, "patch_size": 32},
+        **({"projection_dim": 16} if kind == "clip" else {}),
+    )
+    transformers.AutoModel.from_config(config).save_pretrained(out)
+    getattr(transformers, processor_class)().save_pretrained(out)
+    for name in TOKENIZER_FILES:
+        shutil.copy(tokenizer_dir / name, out / name)
+    return out
