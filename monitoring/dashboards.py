@@ -92,21 +92,15 @@ def embedserve_dashboard() -> dashboard.Dashboard:
         board = board.with_variable(variable)
 
     board = board.with_row(dashboard.Row("Traffic"))
-    board = board.with_panel(time_series(
-        "Requests/s", "reqps",
-        [query(f"sum by (backend) (rate(embedserve_requests_total{{{SERVED}}}[{WINDOW}]))", "{{backend}}")],
-        "Answered embedding requests per second, every status included", width=8,
-    ))
-    board = board.with_panel(time_series(
-        "Inputs/s", "short",
-        [query(f"sum by (backend) (rate(embedserve_inputs_total{{{SERVED}}}[{WINDOW}]))", "{{backend}}")],
-        "Texts (or token-id inputs) embedded per second", width=8,
-    ))
-    board = board.with_panel(time_series(
-        "Tokens/s", "short",
-        [query(f"sum by (backend) (rate(embedserve_tokens_total{{{SERVED}}}[{WINDOW}]))", "{{backend}}")],
-        "Real (unpadded) tokens embedded per second", width=8,
-    ))
+    for title, unit, counter, description in (
+        ("Requests/s", "reqps", "embedserve_requests_total", "Answered embedding requests per second, every status included"),
+        ("Inputs/s", "short", "embedserve_inputs_total", "Texts (or token-id inputs) embedded per second"),
+        ("Tokens/s", "short", "embedserve_tokens_total", "Real (unpadded) tokens embedded per second"),
+    ):
+        board = board.with_panel(time_series(
+            title, unit, [query(f"sum by (backend) (rate({counter}{{{SERVED}}}[{WINDOW}]))", "{{backend}}")],
+            description, width=8,
+        ))
     board = board.with_panel(time_series(
         "Errors/s by code", "reqps",
         [query(f'sum by (backend, code) (rate(embedserve_requests_total{{{SERVED}, code!~"2.."}}[{WINDOW}]))', "{{backend}} {{code}}")],
