@@ -149,11 +149,11 @@ class EmbeddingAPI(ls.LitAPI):
     def _decode_images(self, inputs: list[str]) -> dict[int, np.ndarray]:
         """Position -> preprocessed pixels, for every input that is an image; a bad one is a 400 naming it."""
         images = {}
+        fetch_urls = self.embedder.image_text and self.settings.allow_image_urls
         for index, item in enumerate(inputs):
-            if not item.startswith(DATA_URI_PREFIX) and not (
-                self.settings.allow_image_urls and item.startswith(("http://", "https://"))
-            ):
-                continue  # text (a URL is text unless image URLs are enabled)
+            # A URL is text, unless the model takes images and image URLs are enabled.
+            if not (item.startswith(DATA_URI_PREFIX) or (fetch_urls and item.startswith(("http://", "https://")))):
+                continue
             if not self.embedder.image_text:
                 raise OpenAIError(
                     400, f"input[{index}] is an image; {self.embedder.spec.id} embeds text only",
