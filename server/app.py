@@ -83,8 +83,13 @@ class EmbeddingAPI(ls.LitAPI):
         self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds, self.embedder.spec.dimensions)
 
     def _sample_memory(self) -> None:
-        device_peak = self.embedder.backend.peak_device_memory_bytes() if self.embedder else None
-        self.metrics.sample_memory("worker", self.backend, self.settings.model, device_peak)
+        if self.embedder is None:  # still loading, or failed to
+            self.metrics.sample_memory("worker", self.backend, self.settings.model)
+            return
+        runtime = self.embedder.backend
+        self.metrics.sample_memory(
+            "worker", self.backend, self.settings.model, runtime.device, runtime.peak_device_memory_bytes()
+        )
 
     def decode_request(self, request: EmbeddingRequest) -> PreparedRequest | OpenAIError:
         # Errors are returned, not raised: in a batched loop a raise would fail every request of the batch.

@@ -12,6 +12,7 @@ buckets from 1 ms to 10 s, the range of an embedding request from one short text
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
 import threading
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from server.backends.base import Backend
     from server.embedder import ForwardStats
 
+log = logging.getLogger(__name__)
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INPUT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -152,10 +154,12 @@ class ServerMetrics:
             self.inputs.labels(backend, model).inc(forward.inputs)
             self.tokens.labels(backend, model).inc(forward.real_tokens)
 
-    def sample_memory(self, role: str, backend: str = "", model: str = "", device_peak: int | None = None) -> None:
+    def sample_memory(
+        self, role: str, backend: str = "", model: str = "", device: str = "", device_peak: int | None = None
+    ) -> None:
         self.resident_memory.labels(role, backend, model).set(psutil.Process().memory_info().rss)
         if device_peak is not None:
-            self.device_memory_peak.labels(backend, model, "cuda").set(device_peak)
+            self.device_memory_peak.labels(backend, model, device).set(device_peak)
 
 
 @functools.cache
@@ -168,7 +172,10 @@ def start_memory_sampler(sample: Callable[[], None]) -> threading.Thread:
 
     def loop() -> None:
         while True:
-            sample()
+            try:
+                sample()
+            except Exception:  # noqa: BLE001 - one failed sample must not end the sampling
+                log.exception("memory sample failed")
             time.sleep(MEMORY_SAMPLE_SECONDS)
 
     thread = threading.Thread(target=loop, name="embedserve-memory-sampler", daemon=True)
