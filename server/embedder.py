@@ -68,7 +68,7 @@ def check_servable(spec: ModelSpec, settings: EngineSettings, backend: Backend) 
     if spec.modality == "text+image" and not hasattr(backend, "image_features"):
         raise NotImplementedError(
             f"{spec.id} is an image-text model ({spec.family}); the {backend.name} backend cannot run those yet "
-            "(torch can): see the README's model support matrix"
+            "(it has no text_features/image_features): see the README's model support matrix"
         )
     if spec.trust_remote_code and not settings.trust_remote_code:
         raise PermissionError(

@@ -68,7 +68,7 @@ def ensure_artefact(settings: EngineSettings, model_dir: Path, runtime: str, qua
 
 def export(settings: ExportSettings) -> Path:
     """Write the artefact for one model/runtime/quantisation; atomic: a half-written export is never used."""
-    from server.models import resolve_model_dir
+    from server.models import is_dual_encoder, resolve_model_dir
 
     target = artefact_dir(settings.cache, settings.model, settings.backend, settings.quantize)
     if is_complete(target) and not settings.force:
@@ -78,6 +78,8 @@ def export(settings: ExportSettings) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".partial-") as scratch:
         staging = Path(scratch) / "out"
         exporters = {"onnx": _export_onnx, "openvino": _export_openvino}
+        if is_dual_encoder(json.loads((model_dir / "config.json").read_text())):
+            exporters = {"onnx": _export_towers_onnx, "openvino": _export_towers_openvino}
         versions = exporters[settings.backend](model_dir, staging, settings, Path(scratch))
         (staging / MARKER).write_text(
             json.dumps({"model": settings.model, "runtime": settings.backend, "quantize": settings.quantize, **versions})
@@ -148,4 +150,64 @@ def _export_openvino(model_dir: Path, out: Path, settings: ExportSettings, scrat
         trust_remote_code=settings.trust_remote_code,
     )
     model.save_pretrained(out)
+    return {"openvino": openvino.__version__}
+
+
+# Image-text models (CLIP, SigLIP): one graph per tower, each ending in the tower's pooled, projected features,
+# traced from transformers' own get_text_features / get_image_features. optimum exports the dual model as one
+# graph that wants text and pixels together, which a request with only texts (or only images) cannot feed.
+TOWERS = {"text": ("input_ids", "attention_mask"), "vision": ("pixel_values",)}
+
+
+def _export_towers_onnx(model_dir: Path, out: Path, settings: ExportSettings, scratch: Path) -> dict:
+    import onnxruntime
+    import torch
+    from transformers import AutoModel
+
+    if settings.quantize != "none":
+        raise ValueError("int8 exports of image-text models are not supported; use the fp32 backend")
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=settings.trust_remote_code).eval()
+
+    class Tower(torch.nn.Module):
+        def __init__(self, features) -> None:
+            super().__init__()
+            self.model = model  # a submodule, so that the weights are traced as parameters
+            self.features = features
+
+        def forward(self, *inputs):
+            return self.features(self.model, *inputs)
+
+    vision = model.config.vision_config
+    ids = torch.ones((2, 8), dtype=torch.long)
+    examples = {
+        "text": (
+            Tower(lambda m, ids, mask: m.get_text_features(input_ids=ids, attention_mask=mask)),
+            (ids, torch.ones_like(ids)),
+        ),
+        "vision": (
+            Tower(lambda m, pixels: m.get_image_features(pixel_values=pixels)),
+            (torch.zeros((2, 3, vision.image_size, vision.image_size)),),
+        ),
+    }
+    out.mkdir(parents=True)
+    for tower, (module, inputs) in examples.items():
+        names = TOWERS[tower]
+        axes = {name: {0: "batch", 1: "sequence"} if name != "pixel_values" else {0: "batch"} for name in names}
+        # The TorchScript exporter: the dynamo one needs onnxscript, which nothing else here does.
+        with torch.no_grad():
+            torch.onnx.export(
+                module, inputs, str(out / f"{tower}.onnx"), input_names=list(names), output_names=["embeddings"],
+                dynamic_axes={**axes, "embeddings": {0: "batch"}}, dynamo=False,
+            )
+    return {"onnxruntime": onnxruntime.__version__}
+
+
+def _export_towers_openvino(model_dir: Path, out: Path, settings: ExportSettings, scratch: Path) -> dict:
+    import openvino
+
+    onnx_dir = scratch / "towers-onnx"
+    _export_towers_onnx(model_dir, onnx_dir, settings, scratch)
+    out.mkdir(parents=True)
+    for tower in TOWERS:
+        openvino.save_model(openvino.convert_model(onnx_dir / f"{tower}.onnx"), out / f"{tower}.xml")
     return {"openvino": openvino.__version__}

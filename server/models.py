@@ -144,7 +144,7 @@ def spec_from_files(model: str, model_dir: Path) -> ModelSpec:
     normalize = any(m.get("type", "").endswith("Normalize") for m in modules) or not modules
     max_tokens = st_config.get("max_seq_length") or _tokenizer_limit(model_dir) or config.get("max_position_embeddings", 512)
     prompts = {k: v for k, v in st_extra.get("prompts", {}).items() if k in {"query", "document"} and v}
-    if "text_config" in config and "vision_config" in config:
+    if is_dual_encoder(config):
         return _image_text_spec(model, config)
     dense_layers = tuple(m["path"] for m in modules if m.get("type", "").endswith("Dense"))
     dimensions = int(
@@ -165,6 +165,11 @@ def spec_from_files(model: str, model_dir: Path) -> ModelSpec:
         dense_layers=dense_layers,
         sparse_head=next((name for name in SPARSE_HEAD_FILES if (model_dir / name).is_file()), None),
     )
+
+
+def is_dual_encoder(config: dict) -> bool:
+    """CLIP-style image-text models: a text tower and a vision tower in one config.json."""
+    return "text_config" in config and "vision_config" in config
 
 
 def _image_text_spec(model: str, config: dict) -> ModelSpec:

@@ -43,6 +43,7 @@ class Backend(Protocol):
 
     # Image-text models (CLIP, SigLIP) need two more methods; a backend without them cannot serve such models:
     #   text_features(batch: TokenBatch) -> [batch, dims]   image_features(pixels [n, 3, H, W]) -> [n, dims]
+    # The graph runtimes load one exported graph per tower (export.TOWERS), found by tower_files().
 
     def peak_device_memory_bytes(self) -> int | None:
         """The runtime allocator's peak on an accelerator; None where the runtime does not say (or on CPU)."""
@@ -90,3 +91,16 @@ def runtime_inputs(batch: TokenBatch, input_names: list[str]) -> dict[str, np.nd
     if missing:
         raise RuntimeError(f"the exported graph wants inputs this server cannot feed: {missing}")
     return {name: available[name] for name in input_names}
+
+
+def tower_files(artefact: Path, suffix: str) -> dict[str, Path]:
+    """An image-text model's exported graphs, tower -> file ({} for a text model's single graph)."""
+    files = {tower: artefact / f"{tower}{suffix}" for tower in ("text", "vision")}
+    return files if all(path.is_file() for path in files.values()) else {}
+
+
+def tower_inputs(inputs: TokenBatch | np.ndarray) -> dict[str, np.ndarray]:
+    """Feeds of an exported tower: token ids and mask for the text tower, float32 pixels for the vision tower."""
+    if isinstance(inputs, TokenBatch):
+        return {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask}
+    return {"pixel_values": inputs.astype(np.float32, copy=False)}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from server.backends.base import BackendVariant, Quantization, runtime_inputs
+from server.backends.base import BackendVariant, Quantization, runtime_inputs, tower_files, tower_inputs
 from server.batching import TokenBatch
 from server.export import ensure_artefact
 from server.settings import EngineSettings
@@ -21,6 +21,7 @@ class OnnxBackend:
         self.name = BackendVariant("onnx", quantize).name
         self.device = "cpu"
         self._session: ort.InferenceSession | None = None
+        self._towers: dict[str, ort.InferenceSession] = {}  # image-text models: "text" and "vision"
 
     def load(self, model_dir: Path, settings: EngineSettings, device: str) -> None:
         artefact = ensure_artefact(settings, model_dir, "onnx", self.quantize)
@@ -32,14 +33,25 @@ class OnnxBackend:
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             device_id = int(device.partition(":")[2] or 0)
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
-        self._session = ort.InferenceSession(str(artefact / "model.onnx"), options, providers=providers)
-        self.device = device if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
-        self._input_names = [i.name for i in self._session.get_inputs()]
-        self._output_name = self._session.get_outputs()[0].name
+        graphs = tower_files(artefact, ".onnx") or {"model": artefact / "model.onnx"}
+        sessions = {name: ort.InferenceSession(str(path), options, providers=providers) for name, path in graphs.items()}
+        self._session = sessions.pop("model", None)
+        self._towers = sessions
+        first = self._session or self._towers["text"]
+        self.device = device if first.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        if self._session is not None:
+            self._input_names = [i.name for i in self._session.get_inputs()]
+            self._output_name = self._session.get_outputs()[0].name
 
     def forward(self, batch: TokenBatch) -> np.ndarray:
         (hidden,) = self._session.run([self._output_name], runtime_inputs(batch, self._input_names))
         return hidden
+
+    def text_features(self, batch: TokenBatch) -> np.ndarray:
+        return self._towers["text"].run(None, tower_inputs(batch))[0]
+
+    def image_features(self, pixels: np.ndarray) -> np.ndarray:
+        return self._towers["vision"].run(None, tower_inputs(pixels))[0]
 
     def peak_device_memory_bytes(self) -> int | None:
         return None  # ONNX Runtime's arena keeps no peak counter; NVML's device figure covers it

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from server.backends.base import BackendVariant, Quantization, runtime_inputs
+from server.backends.base import BackendVariant, Quantization, runtime_inputs, tower_files, tower_inputs
 from server.batching import TokenBatch
 from server.export import ensure_artefact
 from server.settings import EngineSettings
@@ -32,14 +32,29 @@ class OpenVinoBackend:
         }
         if settings.cpu_threads:
             config["INFERENCE_NUM_THREADS"] = settings.cpu_threads
-        model = core.read_model(artefact / "openvino_model.xml")
-        self._compiled = core.compile_model(model, "CPU", config)
-        self._input_names = [port.any_name for port in self._compiled.inputs]
-        self._request = self._compiled.create_infer_request()
+        graphs = tower_files(artefact, ".xml") or {"model": artefact / "openvino_model.xml"}
+        self._requests = {
+            name: core.compile_model(core.read_model(path), "CPU", config).create_infer_request()
+            for name, path in graphs.items()
+        }
+        if "model" in self._requests:
+            self._request = self._requests["model"]
+            self._input_names = [port.any_name for port in self._request.model_inputs]
 
     def forward(self, batch: TokenBatch) -> np.ndarray:
-        outputs = self._request.infer(runtime_inputs(batch, self._input_names))
-        return np.asarray(outputs[self._compiled.output(0)], dtype=np.float32)
+        self._request.infer(runtime_inputs(batch, self._input_names))
+        return np.asarray(self._request.get_output_tensor(0).data, dtype=np.float32)
+
+    def text_features(self, batch: TokenBatch) -> np.ndarray:
+        return self._run_tower("text", tower_inputs(batch))
+
+    def image_features(self, pixels: np.ndarray) -> np.ndarray:
+        return self._run_tower("vision", tower_inputs(pixels))
+
+    def _run_tower(self, tower: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        request = self._requests[tower]
+        request.infer(inputs)
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the buffer is reused
 
     def peak_device_memory_bytes(self) -> int | None:
         return None  # runs on the CPU only (see device above)

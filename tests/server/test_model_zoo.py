@@ -164,14 +164,16 @@ def image_text(tmp_path_factory, minilm_dir) -> dict:
     return {"models": models, "registry": registry}
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
-def test_image_text_towers_match_transformers(image_text, kind):
+def test_image_text_towers_match_transformers(image_text, zoo_cache, kind, backend):
     import torch
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
     path = image_text["models"][kind]
-    embedder = Embedder(EngineSettings(model=str(path), model_registry=image_text["registry"]), "torch")
+    settings = EngineSettings(model=str(path), model_registry=image_text["registry"], cache=zoo_cache)
+    embedder = Embedder(settings, backend)
     images = [picture(k) for k in range(3)]
     texts = embedder.embed_texts(TEXTS[:8])
     pictures = embedder.embed_images([embedder.image_processing(data) for data in images])
@@ -191,13 +193,9 @@ def test_image_text_towers_match_transformers(image_text, kind):
     assert (texts * unit(expected_texts)).sum(axis=1).min() >= 0.9999
     assert (pictures * unit(expected_images)).sum(axis=1).min() >= 0.9999
     assert texts.shape[1] == pictures.shape[1] == embedder.spec.dimensions
+    single = np.stack([embedder.embed_texts([text])[0] for text in TEXTS[:8]])
+    assert (texts * single).sum(axis=1).min() >= 0.9999, "batched and single results differ"
     assert (pictures @ pictures.T)[~np.eye(3, dtype=bool)].min() < 0.99, "distinct images, distinct embeddings"
-
-
-@pytest.mark.parametrize("backend", ["onnx", "openvino"])
-def test_image_text_models_are_refused_clearly_by_graph_backends(image_text, backend):
-    with pytest.raises(NotImplementedError, match=f"the {backend} backend cannot run those yet"):
-        Embedder(EngineSettings(model=str(image_text["models"]["clip"])), backend)
 
 
 def test_mixed_text_and_image_request_and_bad_images(image_text, tmp_path):
