@@ -128,7 +128,7 @@ class CellRunner:
         p99 = history.get("99%", "N/A") if history else "N/A"
         per_cell = self.settings.warmup + self.settings.duration + 3
         elapsed = time.monotonic() - self.started
-        left = max(0.0, (self.total_cells - self.done) * per_cell - (elapsed - self.done * per_cell))
+        left = max(0.0, self.total_cells * per_cell - elapsed)
         phase = "measuring" if measured_from is not None else "warming up"
         print(
             f"\r[{self.done + 1}/{self.total_cells}] {cell.label():<40} {phase:<10} {rps:7.1f} req/s  "

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from server.backends.base import TOWERS
 from server.settings import EngineSettings, ExportSettings
 
 log = logging.getLogger(__name__)
@@ -156,9 +157,6 @@ def _export_openvino(model_dir: Path, out: Path, settings: ExportSettings, scrat
 # Image-text models (CLIP, SigLIP): one graph per tower, each ending in the tower's pooled, projected features,
 # traced from transformers' own get_text_features / get_image_features. optimum exports the dual model as one
 # graph that wants text and pixels together, which a request with only texts (or only images) cannot feed.
-TOWERS = {"text": ("input_ids", "attention_mask"), "vision": ("pixel_values",)}
-
-
 def _export_towers_onnx(model_dir: Path, out: Path, settings: ExportSettings, scratch: Path) -> dict:
     import onnxruntime
     import torch

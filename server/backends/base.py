@@ -43,7 +43,7 @@ class Backend(Protocol):
 
     # Image-text models (CLIP, SigLIP) need two more methods; a backend without them cannot serve such models:
     #   text_features(batch: TokenBatch) -> [batch, dims]   image_features(pixels [n, 3, H, W]) -> [n, dims]
-    # The graph runtimes load one exported graph per tower (export.TOWERS), found by tower_files().
+    # The graph runtimes load one exported graph per tower (TOWERS below), found by tower_files().
 
     def peak_device_memory_bytes(self) -> int | None:
         """The runtime allocator's peak on an accelerator; None where the runtime does not say (or on CPU)."""
@@ -93,9 +93,13 @@ def runtime_inputs(batch: TokenBatch, input_names: list[str]) -> dict[str, np.nd
     return {name: available[name] for name in input_names}
 
 
+# An image-text model's exported graphs: tower -> its input names (export.py writes them, graph backends feed them).
+TOWERS = {"text": ("input_ids", "attention_mask"), "vision": ("pixel_values",)}
+
+
 def tower_files(artefact: Path, suffix: str) -> dict[str, Path]:
     """An image-text model's exported graphs, tower -> file ({} for a text model's single graph)."""
-    files = {tower: artefact / f"{tower}{suffix}" for tower in ("text", "vision")}
+    files = {tower: artefact / f"{tower}{suffix}" for tower in TOWERS}
     return files if all(path.is_file() for path in files.values()) else {}
 
 
