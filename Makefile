@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml deploy/install.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m server.demo
+	$(BIN)/python -m loadtest.demo
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -ra

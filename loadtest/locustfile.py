@@ -1,4 +1,6 @@
 """Locust load for embedserve: plain `locust` (web UI) or `locust --headless -u 32 -r 8 -t 1m`; see locust.conf.
+`python loadtest/locustfile.py --host http://127.0.0.1:8000 --backends onnx` runs one user in this process and
+prints every request (Locust's `run_single_user`), for debugging.
 
 Every user sends POST /<backend>/v1/embeddings with `--batch-size` texts of a `--profile`, drawn from the
 repository's deterministic corpus with `--seed`, so two runs send the same requests. Every response is checked
@@ -18,8 +20,8 @@ from locust.runners import WorkerRunner
 
 from loadtest.checks import embeddings_failure
 from loadtest.corpus import texts
+from server.settings import DEFAULT_MODEL
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOL_SIZE = 1024
 log = logging.getLogger("embedserve.locust")
 
@@ -107,3 +109,9 @@ class EmbeddingUser(FastHttpUser):
                 response.failure(reason)
             else:
                 response.success()
+
+
+if __name__ == "__main__":
+    from locust import run_single_user
+
+    run_single_user(EmbeddingUser)

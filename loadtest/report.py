@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from server.settings import ReportSettings  # noqa: E402
+from loadtest.settings import ReportSettings  # noqa: E402
 
 # One colour per backend, the same in every plot and every report.
 BACKEND_COLORS = {

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from loadtest.cells import Cell, CellResult
-from server.settings import SweepSettings
-
-if TYPE_CHECKING:
-    from loadtest.sweep import CellRunner
+from loadtest.settings import SweepSettings
 
 # Less than this gain from doubling the users: the server is saturated.
 MIN_GAIN = 1.05
@@ -40,18 +36,20 @@ def saturation_levels(settings: SweepSettings) -> list[int]:
 
 
 def find_max(
-    runner: CellRunner, settings: SweepSettings, results: list[CellResult], save: Callable[[], None]
+    run_cell: Callable[[Cell], CellResult], settings: SweepSettings, on_result: Callable[[CellResult], None]
 ) -> list[Saturation]:
-    """Per backend, profile and batch size: double the users until p99 breaks the SLO or throughput stops rising."""
+    """Per backend, profile and batch size: double the users until p99 breaks the SLO or throughput stops rising.
+
+    `run_cell` measures one cell; `on_result` sees every result as it comes (the sweep saves it at once).
+    """
     found = []
     for backend in settings.backends:
         for profile in settings.profiles:
             for batch_size in settings.batch_sizes:
                 search = Saturation(backend, profile, batch_size, settings.slo_p99_ms)
                 for concurrency in saturation_levels(settings):
-                    result = runner.run(Cell(backend, profile, batch_size, concurrency))
-                    results.append(result)
-                    save()
+                    result = run_cell(Cell(backend, profile, batch_size, concurrency))
+                    on_result(result)
                     search.tried.append(concurrency)
                     if result.failures:
                         search.stopped_because = f"{result.failures} failed requests at {concurrency} users"

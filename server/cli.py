@@ -1,7 +1,8 @@
-"""`embedserve` entry point: serve, export, bench, sweep, report.
+"""`embedserve` entry point: serve, export (the server side), bench, sweep, report (the load-testing side).
 
-Every flag is a field of a settings class in server/settings.py, so `--help` documents all of them, and each one
-can also come from EMBEDSERVE_<FIELD> or from the YAML file named by --config / EMBEDSERVE_CONFIG.
+The one module that names both sides. Every flag is a field of a settings class (server/settings.py,
+loadtest/settings.py), so `--help` documents all of them, and each one can also come from EMBEDSERVE_<FIELD> or
+from the YAML file named by --config / EMBEDSERVE_CONFIG.
 """
 
 from __future__ import annotations
@@ -12,19 +13,20 @@ import sys
 
 from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
 
-from server.settings import CONFIG_ENV, BenchSettings, ExportSettings, ReportSettings, ServeSettings, SweepSettings
+from loadtest.settings import BenchSettings, ReportSettings, SweepSettings
+from server.settings import CONFIG_ENV, ExportSettings, ServeSettings
 
 
 class ServeCommand(ServeSettings):
     def cli_cmd(self) -> None:
-        from server.app import run_server
+        from server.http.server import run_server
 
         run_server(self)
 
 
 class ExportCommand(ExportSettings):
     def cli_cmd(self) -> None:
-        from server.export import export
+        from server.engine.export import export
 
         print(f"exporting {self.model} for {self.backend} (quantize={self.quantize}) ...", file=sys.stderr, flush=True)
         print(export(self))
@@ -32,7 +34,7 @@ class ExportCommand(ExportSettings):
 
 class BenchCommand(BenchSettings):
     def cli_cmd(self) -> None:
-        from server.bench import run_bench
+        from loadtest.bench import run_bench
 
         run_bench(self)
 

@@ -25,7 +25,7 @@ import psutil
 
 if TYPE_CHECKING:
     from server.backends.base import Backend
-    from server.embedder import ForwardStats
+    from server.engine.embedder import ForwardStats
 
 log = logging.getLogger(__name__)
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -9,7 +9,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import (
@@ -46,6 +46,9 @@ def _parse_duration(value: object) -> object:
 
 
 Duration = Annotated[float, BeforeValidator(_parse_duration)]
+Item = TypeVar("Item")
+#: a list flag written `a,b,c` (or as a JSON list): `CommaList[str]`
+CommaList = Annotated[list[Item], NoDecode, BeforeValidator(_split_commas)]
 
 
 def default_cache_dir() -> Path:
@@ -53,7 +56,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "embedserve"
 
 
-class _Settings(BaseSettings):
+class SettingsBase(BaseSettings):
+    """Every settings class of embedserve: EMBEDSERVE_* environment, then the YAML file of --config."""
+
     model_config = SettingsConfigDict(
         env_prefix="EMBEDSERVE_",
         cli_kebab_case=True,
@@ -76,12 +81,12 @@ class _Settings(BaseSettings):
         return tuple(sources)
 
 
-class EngineSettings(_Settings):
+class EngineSettings(SettingsBase):
     """What loading one model on one backend needs (shared by serve, export and bench)."""
 
     model: str = Field(DEFAULT_MODEL, description="Hugging Face model ID or local directory")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto picks cuda when torch sees a GPU, else cpu"
+        "auto", description="auto picks cuda when nvidia-smi lists a GPU (torch is not imported to ask), else cpu"
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="torch compute dtype; auto = float32 on CPU, float16 on CUDA (bfloat16 where the model needs it)"
@@ -106,14 +111,14 @@ class EngineSettings(_Settings):
         False, description="allow models whose repository ships its own modelling code (e.g. JinaBERT) to run it"
     )
     model_registry: Path | None = Field(
-        None, description="YAML file of your own model entries, same format as server/models.yaml (yours win)"
+        None, description="YAML file of your own model entries, same format as server/engine/models.yaml (yours win)"
     )
 
 
 class ServeSettings(EngineSettings):
     """`embedserve serve`: one LitServe server, one endpoint per backend."""
 
-    backends: Annotated[list[str], NoDecode, BeforeValidator(_split_commas)] = Field(
+    backends: CommaList[str] = Field(
         ["torch", "onnx", "openvino"],
         description="backends to serve, comma separated; variants: onnx-int8, openvino-int8",
     )
@@ -142,7 +147,7 @@ class ServeSettings(EngineSettings):
         return self.default_backend or self.backends[0]
 
 
-class ExportSettings(_Settings):
+class ExportSettings(SettingsBase):
     """`embedserve export`: write an ONNX or OpenVINO artefact into the cache."""
 
     model: str = Field(DEFAULT_MODEL, description="Hugging Face model ID or local directory")
@@ -151,51 +156,3 @@ class ExportSettings(_Settings):
     cache: Path = Field(default_factory=default_cache_dir, description="artefact cache (env EMBEDSERVE_CACHE)")
     force: bool = Field(False, description="export again even when the artefact exists")
     trust_remote_code: bool = Field(False, description="allow the model's own modelling code to run for the export")
-
-
-class BenchSettings(EngineSettings):
-    """`embedserve bench`: in-process throughput per backend, parity and peak RSS."""
-
-    backends: Annotated[list[str], NoDecode, BeforeValidator(_split_commas)] = Field(["torch", "onnx", "openvino"], description="backends to measure, comma separated")
-    batch_sizes: Annotated[list[int], NoDecode, BeforeValidator(_split_commas)] = Field([1, 8, 32], description="inputs per forward call, comma separated")
-    profiles: Annotated[list[Literal["short", "long"]], NoDecode, BeforeValidator(_split_commas)] = Field(["short", "long"], description="text lengths")
-    seconds: float = Field(3.0, gt=0, description="timed seconds per cell (after one warm-up call)")
-    parity_texts: int = Field(128, ge=1, description="texts compared against sentence-transformers")
-
-
-class SweepSettings(_Settings):
-    """`embedserve sweep`: Locust over backend x batch size x concurrency x profile, one cell at a time."""
-
-    host: str | None = Field(None, description="server to load, e.g. http://127.0.0.1:8000 (default: start one)")
-    model: str = Field(DEFAULT_MODEL, description="model to request (and to serve, when the sweep starts the server)")
-    backends: Annotated[list[str], NoDecode, BeforeValidator(_split_commas)] = Field(
-        ["torch", "onnx", "openvino"], description="backends to load, comma separated"
-    )
-    batch_sizes: Annotated[list[int], NoDecode, BeforeValidator(_split_commas)] = Field(
-        [1, 8, 32, 128], description="inputs per request, comma separated"
-    )
-    concurrency: Annotated[list[int], NoDecode, BeforeValidator(_split_commas)] = Field(
-        [1, 4, 16, 64], description="concurrent Locust users (closed loop), comma separated"
-    )
-    profiles: Annotated[list[Literal["short", "medium", "long", "variable"]], NoDecode, BeforeValidator(_split_commas)] = Field(
-        ["short", "long"], description="text lengths: short ~16, medium ~128, long ~512 tokens, variable"
-    )
-    duration: Duration = Field(30.0, gt=0, description="measured time per cell (30s, 2m, ...)")
-    warmup: Duration = Field(5.0, ge=0, description="unmeasured time before each cell's measurement")
-    encoding_format: Literal["float", "base64"] = Field("float", description="encoding_format of the requests")
-    dimensions: int | None = Field(None, ge=1, description="Matryoshka dimensions to request")
-    seed: int = Field(0, description="seed of the text choice: the same seed sends the same requests")
-    find_max: bool = Field(False, description="saturation mode: per backend, raise concurrency until the SLO breaks")
-    slo_p99_ms: float = Field(100.0, gt=0, description="p99 latency objective of --find-max")
-    max_concurrency: int = Field(256, ge=1, description="highest concurrency --find-max tries")
-    locust_processes: int = Field(1, ge=1, description="Locust processes per cell (--processes), for heavy loads")
-    output: Path = Field(Path("reports"), description="parent directory of the run's report directory")
-
-
-class ReportSettings(_Settings):
-    """`embedserve report RUN [BASELINE]`: plots and one HTML file from a sweep; with two runs, a comparison."""
-
-    runs: CliPositionalArg[list[Path]] = Field(
-        description="a sweep directory; a second one is the baseline to compare against"
-    )
-    regression_pct: float = Field(10.0, gt=0, description="a cell worse than the baseline by this much is marked")

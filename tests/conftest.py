@@ -5,20 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from server.launcher import ServerProcess
+from loadtest.launcher import ServerProcess
+from tests.helpers import MODEL, ROOT, start_server
 
 # No model hub here or in CI: everything loads from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -61,12 +58,6 @@ def exported(cache_dir: Path) -> Path:
             check=True, capture_output=True, cwd=ROOT,
         )
     return cache_dir
-
-
-def start_server(cache: Path, log_dir: Path, *args: str) -> ServerProcess:
-    log_path = log_dir / f"server-{time.monotonic_ns()}.log"
-    server = ServerProcess(*args, "--log-level", "warning", log_path=log_path, env={"EMBEDSERVE_CACHE": str(cache)})
-    return server.wait_ready(timeout=240)
 
 
 @pytest.fixture(scope="session")

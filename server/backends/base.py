@@ -10,14 +10,29 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from server.batching import TokenBatch
 from server.settings import EngineSettings
 
 Quantization = Literal["none", "int8"]
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """One forward pass worth of inputs, padded to the batch's longest input."""
+
+    input_ids: np.ndarray  # int64 [batch, seq]
+    attention_mask: np.ndarray  # int64 [batch, seq]
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    @property
+    def padded_tokens(self) -> int:
+        return int(self.attention_mask.size)
 
 # name -> "module:class"; imported only when asked for, so an ONNX-only server never imports torch.
 BACKENDS: dict[str, str] = {
@@ -34,19 +49,36 @@ class Backend(Protocol):
     device: str
     #: the runtime's package and version, for the build-info metric, e.g. ("onnxruntime", "1.32.0")
     runtime: tuple[str, str]
+    #: the exported format load() wants ("onnx", "openvino"), or None for the model's own folder (torch)
+    artefact: str | None
+    quantize: Quantization
 
-    def load(self, model_dir: Path, settings: EngineSettings, device: str) -> None: ...
+    def load(self, files: Path, settings: EngineSettings, device: str) -> None:
+        """Load from `files`: the model's folder, or the artefact folder the engine resolved for `artefact`."""
+        ...
 
     def forward(self, batch: TokenBatch) -> np.ndarray:
         """Last hidden states, float32 [batch, seq, hidden]."""
         ...
 
-    # Image-text models (CLIP, SigLIP) need two more methods; a backend without them cannot serve such models:
-    #   text_features(batch: TokenBatch) -> [batch, dims]   image_features(pixels [n, 3, H, W]) -> [n, dims]
-    # The graph runtimes load one exported graph per tower (TOWERS below), found by tower_files().
-
     def peak_device_memory_bytes(self) -> int | None:
         """The runtime allocator's peak on an accelerator; None where the runtime does not say (or on CPU)."""
+        ...
+
+
+@runtime_checkable
+class ImageTextBackend(Backend, Protocol):
+    """A backend that also runs image-text models (CLIP, SigLIP): each tower's pooled, projected output.
+
+    The graph runtimes load one exported graph per tower (TOWERS below), found by tower_files().
+    """
+
+    def text_features(self, batch: TokenBatch) -> np.ndarray:
+        """[batch, dims]"""
+        ...
+
+    def image_features(self, pixels: np.ndarray) -> np.ndarray:
+        """Preprocessed pixels [n, 3, H, W] -> [n, dims]"""
         ...
 
 

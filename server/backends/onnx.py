@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from server.backends.base import BackendVariant, Quantization, runtime_inputs, tower_files, tower_inputs
-from server.batching import TokenBatch
-from server.export import ensure_artefact
+from server.backends.base import BackendVariant, Quantization, TokenBatch, runtime_inputs, tower_files, tower_inputs
 from server.settings import EngineSettings
 
 
 class OnnxBackend:
+    artefact = "onnx"
     runtime = ("onnxruntime", ort.__version__)
 
     def __init__(self, quantize: Quantization = "none") -> None:
@@ -23,8 +22,7 @@ class OnnxBackend:
         self._session: ort.InferenceSession | None = None
         self._towers: dict[str, ort.InferenceSession] = {}  # image-text models: "text" and "vision"
 
-    def load(self, model_dir: Path, settings: EngineSettings, device: str) -> None:
-        artefact = ensure_artefact(settings, model_dir, "onnx", self.quantize)
+    def load(self, artefact: Path, settings: EngineSettings, device: str) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if settings.cpu_threads:

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from server.backends.base import BackendVariant, Quantization, runtime_inputs, tower_files, tower_inputs
-from server.batching import TokenBatch
-from server.export import ensure_artefact
+from server.backends.base import BackendVariant, Quantization, TokenBatch, runtime_inputs, tower_files, tower_inputs
 from server.settings import EngineSettings
 
 
 class OpenVinoBackend:
+    artefact = "openvino"
     runtime = ("openvino", ov.__version__.partition("-")[0])
 
     def __init__(self, quantize: Quantization = "none") -> None:
@@ -22,8 +21,7 @@ class OpenVinoBackend:
         # OpenVINO's GPU plugin targets Intel GPUs; on an NVIDIA host this backend stays on the CPU.
         self.device = "cpu"
 
-    def load(self, model_dir: Path, settings: EngineSettings, device: str) -> None:
-        artefact = ensure_artefact(settings, model_dir, "openvino", self.quantize)
+    def load(self, artefact: Path, settings: EngineSettings, device: str) -> None:
         core = ov.Core()
         config = {
             "PERFORMANCE_HINT": settings.openvino_hint,

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from transformers import AutoModel
 
-from server.batching import TokenBatch
+from server.backends.base import TokenBatch
 from server.settings import EngineSettings
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -16,6 +16,8 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 class TorchBackend:
     name = "torch"
+    artefact = None  # transformers reads the model's own folder
+    quantize = "none"
     runtime = ("torch", torch.__version__)
 
     def __init__(self) -> None:

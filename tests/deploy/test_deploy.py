@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.app import build_server
+from server.http.server import build_server
 from server.settings import ServeSettings
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
 DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.cuda"]

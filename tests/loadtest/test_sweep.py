@@ -9,7 +9,7 @@ import pytest
 
 from loadtest.report import comparison_rows, write_report
 from loadtest.sweep import run_sweep
-from server.settings import ReportSettings, SweepSettings
+from loadtest.settings import ReportSettings, SweepSettings
 
 pytestmark = pytest.mark.slow
 

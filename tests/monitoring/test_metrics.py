@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from server.embedder import ForwardPass, ForwardStats
+from server.engine.embedder import ForwardPass, ForwardStats
 from server.metrics import LATENCY_BUCKETS, NvmlCollector, render_metrics, server_metrics
 
 

@@ -20,8 +20,8 @@ import yaml
 from loadtest.corpus import texts
 from loadtest.server_metrics import MetricsSnapshot
 from monitoring.dashboards import DASHBOARD_DIR, GPU_PANELS, panel_queries
-from server.launcher import free_port
-from tests.conftest import MODEL, ROOT, start_server
+from loadtest.launcher import free_port
+from tests.helpers import MODEL, ROOT, start_server
 
 pytestmark = pytest.mark.slow
 BACKENDS = ["torch", "onnx", "openvino"]

@@ -8,8 +8,9 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from server.api import MAX_INPUTS, EmbeddingRequest, EmbeddingResult, OpenAIError, error_response, success_response
-from server.errors import install_error_handlers, validation_error
+from server.engine.requests import QueryResult
+from server.http.errors import OpenAIError, error_response, install_error_handlers, validation_error
+from server.http.schemas import MAX_INPUTS, EmbeddingRequest, embeddings_response
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_bad_requests_get_one_clear_400(payload, message):
 
 def test_base64_is_little_endian_float32_as_the_openai_sdk_decodes_it():
     vectors = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
-    body = orjson.loads(success_response(EmbeddingResult(vectors, 7, "m", "base64")).body)
+    body = orjson.loads(embeddings_response(QueryResult(vectors, 7), "m", "base64").body)
     decoded = [np.frombuffer(base64.b64decode(item["embedding"]), dtype="float32") for item in body["data"]]
     np.testing.assert_array_equal(np.stack(decoded), vectors)
     assert body["usage"] == {"prompt_tokens": 7, "total_tokens": 7}

@@ -2,7 +2,7 @@ import random
 
 import numpy as np
 
-from server.batching import pad_batch, plan_batches
+from server.engine.batching import pad_batch, plan_batches
 
 
 def test_plan_covers_every_input_once_within_budget():

@@ -1,6 +1,6 @@
 import pytest
 
-from server.export import artefact_dir, ensure_artefact
+from server.engine.artefacts import artefact_dir, ensure_artefact
 from server.settings import EngineSettings
 
 
@@ -20,7 +20,7 @@ def test_missing_artefact_without_export_names_the_command(tmp_path, minilm_dir)
 
 @pytest.mark.slow
 def test_serve_exports_on_first_use(tmp_path, minilm_dir):
-    from server.embedder import Embedder
+    from server.engine.embedder import Embedder
 
     embedder = Embedder(EngineSettings(cache=tmp_path), "openvino")
     assert (artefact_dir(tmp_path, embedder.settings.model, "openvino", "none") / "openvino_model.xml").is_file()

@@ -23,7 +23,7 @@ def reference(minilm_dir):
 
 @pytest.mark.parametrize("dtype, min_cosine", [("float32", 0.9999), ("float16", 0.999), ("bfloat16", 0.99)])
 def test_torch_backend_on_cuda_matches_cpu_reference(minilm_dir, reference, dtype, min_cosine):
-    from server.embedder import Embedder
+    from server.engine.embedder import Embedder
     from server.settings import EngineSettings
 
     embedder = Embedder(EngineSettings(model=str(minilm_dir), device="cuda", dtype=dtype), "torch")
@@ -34,7 +34,7 @@ def test_torch_backend_on_cuda_matches_cpu_reference(minilm_dir, reference, dtyp
 
 
 def test_auto_device_picks_the_gpu_and_fp16(minilm_dir):
-    from server.embedder import Embedder
+    from server.engine.embedder import Embedder
     from server.settings import EngineSettings
 
     embedder = Embedder(EngineSettings(model=str(minilm_dir)), "torch")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.images import BadImage, ImageProcessing, read_image_bytes
+from server.engine.images import BadImage, ImageProcessing, read_image_bytes
 
 
 def png(height: int, width: int, seed: int = 0) -> bytes:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from loadtest.corpus import varied_texts
-from server.embedder import Embedder
+from server.engine.embedder import Embedder
 from server.settings import EngineSettings
 from tests.server.tiny_models import FAMILIES, HIDDEN, MAX_SEQ_LENGTH, build_tiny_model
 
@@ -58,13 +58,15 @@ def test_family_matches_sentence_transformers(zoo, zoo_cache, references, family
     assert len(spec.dense_layers) == len(expected.dense)
 
     for input_type in (None, "query", "document"):
-        batched = embedder.embed_texts(TEXTS, input_type)
+        encoded = embedder.encode_texts(TEXTS, input_type)
+        batched = encoded.dense
         reference = references[family, input_type]
         assert batched.shape == reference.shape
         assert (batched * reference).sum(axis=1).min() >= 0.9999, (family, backend, input_type)
         single = np.stack([embedder.embed_texts([text], input_type)[0] for text in TEXTS])
         assert (batched * single).sum(axis=1).min() >= 0.9999, "batched and single results differ"
-    assert embedder.last_stats.padded_tokens <= MAX_SEQ_LENGTH, "over-long inputs are truncated to the limit"
+    longest_pass = max(p.padded_tokens // p.inputs for p in encoded.stats.forward_passes)
+    assert longest_pass <= MAX_SEQ_LENGTH, "over-long inputs are truncated to the limit"
     # A degenerate model (every text the same vector) would pass the checks above trivially.
     similarity = batched @ batched.T
     assert similarity[~np.eye(len(TEXTS), dtype=bool)].min() < 0.99
@@ -87,7 +89,7 @@ def test_bge_m3_sparse_lexical_weights_match_the_flagembedding_formula(zoo, zoo_
     embedder = Embedder(EngineSettings(model=str(path), cache=zoo_cache), backend)
     ids = embedder.tokenize_texts(TEXTS).ids
     encoded = embedder.encode(ids, sparse=True)
-    assert np.allclose(encoded.dense, embedder.embed(ids), atol=1e-6)
+    assert np.allclose(encoded.dense, embedder.encode(ids).dense, atol=1e-6)
 
     model = AutoModel.from_pretrained(path).eval()
     head = torch.load(path / "sparse_linear.pt")
@@ -113,7 +115,7 @@ def test_sparse_and_dense_requests_served_together(zoo, zoo_cache, tmp_path):
     import requests
 
     from loadtest.server_metrics import MetricsSnapshot
-    from tests.conftest import start_server
+    from tests.helpers import start_server
 
     path = zoo["xlm-roberta"]
     server = start_server(zoo_cache, tmp_path, "--model", str(path), "--backends", "onnx", "--batch-timeout-ms", "50")
@@ -176,7 +178,7 @@ def test_image_text_towers_match_transformers(image_text, zoo_cache, kind, backe
     embedder = Embedder(settings, backend)
     images = [picture(k) for k in range(3)]
     texts = embedder.embed_texts(TEXTS[:8])
-    pictures = embedder.embed_images([embedder.image_processing(data) for data in images])
+    pictures = embedder.embed_images([embedder.image_processing(data) for data in images]).dense
 
     model, tokenizer = AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
     processor = AutoImageProcessor.from_pretrained(path)
@@ -203,7 +205,7 @@ def test_mixed_text_and_image_request_and_bad_images(image_text, tmp_path):
 
     import requests
 
-    from tests.conftest import start_server
+    from tests.helpers import start_server
 
     path = image_text["models"]["clip"]
     uri = lambda data: "data:image/png;base64," + base64.b64encode(data).decode()  # noqa: E731
@@ -218,7 +220,7 @@ def test_mixed_text_and_image_request_and_bad_images(image_text, tmp_path):
     vectors = np.array([item["embedding"] for item in reply["data"]])
     embedder = Embedder(EngineSettings(model=str(path)), "torch")
     expected_texts = embedder.embed_texts([mixed[0], mixed[2]])
-    expected_images = embedder.embed_images([embedder.image_processing(picture(k)) for k in (0, 1)])
+    expected_images = embedder.embed_images([embedder.image_processing(picture(k)) for k in (0, 1)]).dense
     assert np.allclose(vectors[[0, 2]], expected_texts, atol=1e-5) and np.allclose(vectors[[1, 3]], expected_images, atol=1e-5)
     assert reply["usage"]["prompt_tokens"] == sum(len(ids) for ids in embedder.tokenize_texts([mixed[0], mixed[2]]).ids)
     assert bad.status_code == 400

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from server.embedder import check_servable, resolve_dtype
-from server.models import find_entry, load_spec, registry, spec_from_files
+from server.engine.embedder import check_servable, resolve_dtype
+from server.engine.models import find_entry, load_spec, registry, spec_from_files
 from server.settings import EngineSettings
 
 ZOO = ["sentence-transformers/all-MiniLM-L6-v2", "google/embeddinggemma-300m", "Qwen/Qwen3-Embedding-0.6B",

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from loadtest.corpus import varied_texts
-from server.embedder import Embedder
+from server.engine.embedder import Embedder
 from server.settings import EngineSettings
 
-from tests.conftest import MODEL
+from tests.helpers import MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_token_budget_changes_batching_not_results(exported):
     settings = dict(model=MODEL, cache=exported, allow_export=False, device="cpu")
     wide = Embedder(EngineSettings(**settings), "onnx")
     narrow = Embedder(EngineSettings(**settings, max_batch_tokens=300, max_batch_inputs=4), "onnx")
-    a, b = wide.embed_texts(TEXTS), narrow.embed_texts(TEXTS)
-    assert narrow.last_stats.passes > wide.last_stats.passes
-    assert narrow.last_stats.padded_tokens <= narrow.last_stats.passes * max(300, 256)
-    np.testing.assert_allclose(a, b, atol=2e-5)
+    a, b = wide.encode_texts(TEXTS), narrow.encode_texts(TEXTS)
+    assert b.stats.passes > a.stats.passes
+    assert b.stats.padded_tokens <= b.stats.passes * max(300, 256)
+    np.testing.assert_allclose(a.dense, b.dense, atol=2e-5)

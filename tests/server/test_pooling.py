@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from server.batching import pad_batch
-from server.pooling import cls_pool, l2_normalize, last_token_pool, mean_pool, truncate_dimensions
+from server.engine.batching import pad_batch
+from server.engine.pooling import cls_pool, l2_normalize, last_token_pool, mean_pool, truncate_dimensions
 
 
 def test_mean_pool_ignores_padding():
@@ -34,7 +34,7 @@ def test_truncate_dimensions_renormalises():
 
 
 def test_lexical_weights_keep_the_largest_weight_per_token_without_specials_or_padding():
-    from server.sparse import lexical_weights
+    from server.engine.sparse import lexical_weights
 
     weights = np.array([[0.0, 0.5, 0.9, 0.7, 0.3], [0.2, 0.4, 0.0, 0.8, 0.1]])
     ids = np.array([[101, 7, 8, 7, 102], [101, 9, 5, 102, 0]])

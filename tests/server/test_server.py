@@ -12,7 +12,7 @@ import requests
 from openai import OpenAI
 
 from loadtest.corpus import varied_texts
-from tests.conftest import MODEL, start_server
+from tests.helpers import MODEL, start_server
 
 pytestmark = pytest.mark.slow
 BACKENDS = ["torch", "onnx", "openvino"]

@@ -1,4 +1,4 @@
-from server.tokenization import TextTokenizer
+from server.engine.tokenization import TextTokenizer
 
 
 def test_token_ids_get_the_same_frame_as_text(minilm_dir, plain_tokenizer):

@@ -1,18 +1,61 @@
-"""Every error the HTTP layer sees leaves in OpenAI's shape: validation, unknown paths, worker errors, crashes."""
+"""Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the right status.
+
+Every failure, wherever it happens (validation, unknown paths, the engine's refusals, worker errors, crashes),
+becomes an `OpenAIError` and leaves through `error_response`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from server.api import OpenAIError, error_response
+from server.engine.errors import EmbeddingRejected, InvalidInput, ModelNotServed
 
 log = logging.getLogger(__name__)
+
+
+class OpenAIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or ("invalid_request_error" if status < 500 else "server_error")
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def error_response(error: OpenAIError) -> Response:
+    return Response(
+        orjson.dumps(error.body()), status_code=error.status, media_type="application/json", headers=error.headers
+    )
+
+
+# The engine's refusals by kind; one table, so a new kind gets its status here and nowhere else.
+STATUS_BY_REJECTION: dict[type[EmbeddingRejected], int] = {InvalidInput: 400, ModelNotServed: 404}
+
+
+def from_rejection(rejection: EmbeddingRejected) -> OpenAIError:
+    status = STATUS_BY_REJECTION[type(rejection)]
+    return OpenAIError(status, rejection.message, param=rejection.param, code=rejection.code)
 
 _INPUT_SHAPE = "input must be a string, an array of strings, an array of token ids, or an array of arrays of token ids"
 

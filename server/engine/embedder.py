@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.backends.base import Backend, create_backend
-from server.batching import TokenBatch, pad_batch, plan_batches
-from server.images import ImageProcessing
-from server.models import ModelSpec, load_spec, resolve_model_dir
-from server.pooling import l2_normalize, pool
-from server.projection import load_projection, project
-from server.sparse import SparseHead, lexical_weights
+from server.backends.base import Backend, ImageTextBackend, TokenBatch, create_backend
+from server.engine.artefacts import backend_files
+from server.engine.batching import pad_batch, plan_batches
+from server.engine.images import ImageProcessing
+from server.engine.models import ModelSpec, load_spec, resolve_model_dir
+from server.engine.pooling import l2_normalize, pool
+from server.engine.projection import load_projection, project
+from server.engine.sparse import SparseHead, lexical_weights
 from server.settings import EngineSettings
-from server.tokenization import TextTokenizer, Tokenized
+from server.engine.tokenization import TextTokenizer, Tokenized
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ForwardPass:
 
 @dataclass
 class ForwardStats:
-    """What the last embed() call did, pass by pass: for metrics and benchmarks."""
+    """What one embedding call did, pass by pass (returned with its result, like TEI's InferMetadata)."""
 
     forward_passes: list[ForwardPass] = field(default_factory=list)
 
@@ -65,10 +66,10 @@ class ForwardStats:
 
 
 def check_servable(spec: ModelSpec, settings: EngineSettings, backend: Backend) -> None:
-    if spec.modality == "text+image" and not hasattr(backend, "image_features"):
+    if spec.modality == "text+image" and not isinstance(backend, ImageTextBackend):
         raise NotImplementedError(
             f"{spec.id} is an image-text model ({spec.family}); the {backend.name} backend cannot run those yet "
-            "(it has no text_features/image_features): see the README's model support matrix"
+            "(it is no ImageTextBackend): see the README's model support matrix"
         )
     if spec.trust_remote_code and not settings.trust_remote_code:
         raise PermissionError(
@@ -91,6 +92,7 @@ def resolve_dtype(requested: str, device: str, spec: ModelSpec) -> str:
 @dataclass
 class Encoded:
     dense: np.ndarray  # float32 [inputs, dims], unit length when the model normalises
+    stats: ForwardStats
     sparse: list[dict[int, float]] | None = None  # token id -> weight per input, when asked for
 
 
@@ -108,8 +110,7 @@ class Embedder:
         self.sparse_head = SparseHead.load(model_dir, self.spec.sparse_head) if self.spec.sparse_head else None
         self.image_text = self.spec.modality == "text+image"
         self.image_processing = ImageProcessing.from_model_dir(model_dir) if self.image_text else None
-        self.backend.load(model_dir, self.settings, device)
-        self.last_stats = ForwardStats()
+        self.backend.load(backend_files(self.settings, model_dir, self.backend), self.settings, device)
         self.load_seconds = time.monotonic() - started
         log.info(
             "loaded %s on %s (%s) in %.1f s", settings.model, self.backend.name, self.backend.device, self.load_seconds
@@ -118,10 +119,6 @@ class Embedder:
     def tokenize_texts(self, texts: list[str], input_type: str | None = None) -> Tokenized:
         prompt = self.spec.prompts.get(input_type or "", "")
         return self.tokenizer.encode_texts([prompt + text for text in texts] if prompt else texts)
-
-    def embed(self, id_lists: list[list[int]]) -> np.ndarray:
-        """Unit-length (when the model normalises) float32 embeddings [inputs, dims], in input order."""
-        return self.encode(id_lists).dense
 
     def encode(self, id_lists: list[list[int]], sparse: bool = False) -> Encoded:
         """Dense embeddings and, with `sparse` (models with a sparse head), lexical weights, from one forward."""
@@ -152,11 +149,10 @@ class Embedder:
                     lexical[index] = row
             seconds = time.perf_counter() - started
             stats.forward_passes.append(ForwardPass(len(indices), batch.real_tokens, batch.padded_tokens, seconds))
-        self.last_stats = stats
         output = project(pooled, self.projection)
-        return Encoded(l2_normalize(output) if self.spec.normalize else output, lexical if sparse else None)
+        return Encoded(l2_normalize(output) if self.spec.normalize else output, stats, lexical if sparse else None)
 
-    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+    def embed_images(self, images: list[np.ndarray]) -> Encoded:
         """Unit-length embeddings of preprocessed images [3, H, W] (image-text models), in input order."""
         stats = ForwardStats()
         outputs = []
@@ -165,8 +161,11 @@ class Embedder:
             chunk = np.stack(images[start : start + self.settings.max_batch_inputs])
             outputs.append(self.backend.image_features(chunk))
             stats.forward_passes.append(ForwardPass(len(chunk), 0, 0, time.perf_counter() - started))
-        self.last_stats = stats
-        return l2_normalize(np.concatenate(outputs))
+        return Encoded(l2_normalize(np.concatenate(outputs)), stats)
+
+    def encode_texts(self, texts: list[str], input_type: str | None = None) -> Encoded:
+        return self.encode(self.tokenize_texts(texts, input_type).ids)
 
     def embed_texts(self, texts: list[str], input_type: str | None = None) -> np.ndarray:
-        return self.embed(self.tokenize_texts(texts, input_type).ids)
+        """Unit-length (when the model normalises) float32 embeddings [inputs, dims], in input order."""
+        return self.encode_texts(texts, input_type).dense

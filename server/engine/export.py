@@ -1,75 +1,24 @@
-"""Hugging Face model -> ONNX / OpenVINO artefacts (optionally int8) in the cache.
+"""The exporter: a Hugging Face model -> an ONNX / OpenVINO artefact (optionally int8) in the cache.
 
-Exporting needs torch and optimum; serving an artefact needs only its runtime. `ensure_artefact` therefore runs a
-missing export in a child process (`embedserve export`), so that a server of ONNX backends never imports torch.
+A tool the engine calls (`embedserve export`, run in a child process by `artefacts.ensure_artefact`); it needs torch
+and optimum, which a server never imports for it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from server.backends.base import TOWERS
-from server.settings import EngineSettings, ExportSettings
-
-log = logging.getLogger(__name__)
-
-MARKER = "embedserve-export.json"
-
-
-def artefact_dir(cache: Path, model: str, runtime: str, quantize: str) -> Path:
-    path = Path(model).expanduser()
-    if path.is_dir():
-        # Two local models may share a folder name; their resolved paths differ.
-        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
-        slug = f"local--{path.resolve().name}--{digest}"
-    else:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "--", model)
-    variant = runtime if quantize == "none" else f"{runtime}-{quantize}"
-    return cache / slug / variant
-
-
-def is_complete(directory: Path) -> bool:
-    return (directory / MARKER).is_file()
-
-
-def ensure_artefact(settings: EngineSettings, model_dir: Path, runtime: str, quantize: str) -> Path:
-    """The artefact's directory, exported first (in a child process) when it is missing."""
-    target = artefact_dir(settings.cache, settings.model, runtime, quantize)
-    if is_complete(target):
-        return target
-    if not settings.allow_export:
-        raise FileNotFoundError(
-            f"no {runtime} artefact for {settings.model} in {target.parent}; run "
-            f"`embedserve export --model {settings.model} --backend {runtime} --quantize {quantize}`"
-        )
-    log.warning("exporting %s to %s (%s, quantize=%s): first use, this takes a while", settings.model, target, runtime, quantize)
-    started = time.monotonic()
-    command = [
-        sys.executable, "-m", "server.cli", "export",
-        "--model", settings.model, "--backend", runtime, "--quantize", quantize, "--cache", str(settings.cache),
-    ]
-    if settings.trust_remote_code:
-        command.append("--trust-remote-code")
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0 or not is_complete(target):
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-        raise RuntimeError(f"export of {settings.model} for {runtime} failed:\n{tail}")
-    log.warning("exported %s for %s in %.0f s", settings.model, runtime, time.monotonic() - started)
-    return target
+from server.engine.artefacts import MARKER, artefact_dir, is_complete
+from server.settings import ExportSettings
 
 
 def export(settings: ExportSettings) -> Path:
     """Write the artefact for one model/runtime/quantisation; atomic: a half-written export is never used."""
-    from server.models import is_dual_encoder, resolve_model_dir
+    from server.engine.models import is_dual_encoder, resolve_model_dir
 
     target = artefact_dir(settings.cache, settings.model, settings.backend, settings.quantize)
     if is_complete(target) and not settings.force:

@@ -1,20 +1,16 @@
-"""The OpenAI embeddings contract: request and response shapes, and errors in OpenAI's shape.
-
-Every failure, wherever it happens, becomes an `OpenAIError` and leaves through `error_response`, so clients
-always get `{"error": {"message", "type", "param", "code"}}` with the right status.
-"""
+"""The OpenAI embeddings contract on the wire: the request body and the response body (errors: errors.py)."""
 
 from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass
 from typing import Literal, Union
 
-import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, StrictStr, field_validator
 from starlette.responses import Response
+
+from server.engine.requests import EmbeddingQuery, QueryResult
 
 # OpenAI's own limit on inputs per request.
 MAX_INPUTS = 2048
@@ -67,62 +63,26 @@ class EmbeddingRequest(BaseModel):
             return [self.input]  # type: ignore[list-item]
         return self.input  # type: ignore[return-value]
 
-
-class OpenAIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        type: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.type = type or ("invalid_request_error" if status < 500 else "server_error")
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+    def to_query(self) -> EmbeddingQuery:
+        return EmbeddingQuery(
+            inputs=self.inputs(),
+            model=self.model,
+            dimensions=self.dimensions,
+            sparse=self.encoding_format == "sparse",
+            truncate=self.truncate,
+            input_type=self.input_type,
+        )
 
 
-def error_response(error: OpenAIError) -> Response:
-    return Response(
-        orjson.dumps(error.body()), status_code=error.status, media_type="application/json", headers=error.headers
-    )
-
-
-def model_not_found(model: str, served: list[str]) -> OpenAIError:
-    return OpenAIError(
-        404,
-        f"The model `{model}` does not exist or is not served here; served: {', '.join(served)}",
-        param="model",
-        code="model_not_found",
-    )
-
-
-@dataclass
-class EmbeddingResult:
-    vectors: np.ndarray  # float32 [inputs, dims], in input order
-    prompt_tokens: int
-    model: str
-    encoding_format: str
-    sparse: list[dict[int, float]] | None = None  # with encoding_format "sparse"
-
-
-def success_response(result: EmbeddingResult) -> Response:
+def embeddings_response(result: QueryResult, model: str, encoding_format: str) -> Response:
+    """The engine's result as OpenAI's embeddings list, in the encoding the request asked for."""
     kind = "embedding"
-    if result.encoding_format == "sparse":
+    if encoding_format == "sparse":
         kind = "sparse_embedding"
         embeddings: list = [
             {"indices": sorted(row), "values": [row[token] for token in sorted(row)]} for row in result.sparse or []
         ]
-    elif result.encoding_format == "base64":
+    elif encoding_format == "base64":
         # OpenAI's base64 is the raw little-endian float32 buffer; the SDK decodes it with np.frombuffer.
         little_endian = result.vectors.astype("<f4", copy=False)
         embeddings = [base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian]
@@ -131,7 +91,7 @@ def success_response(result: EmbeddingResult) -> Response:
     body = {
         "object": "list",
         "data": [{"object": kind, "index": i, "embedding": e} for i, e in enumerate(embeddings)],
-        "model": result.model,
+        "model": model,
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")

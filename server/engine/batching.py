@@ -6,25 +6,9 @@ Padded cost, not input count, is what a forward pass pays in memory and time, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class TokenBatch:
-    """One forward pass worth of inputs, padded to the batch's longest input."""
-
-    input_ids: np.ndarray  # int64 [batch, seq]
-    attention_mask: np.ndarray  # int64 [batch, seq]
-
-    @property
-    def real_tokens(self) -> int:
-        return int(self.attention_mask.sum())
-
-    @property
-    def padded_tokens(self) -> int:
-        return int(self.attention_mask.size)
+from server.backends.base import TokenBatch
 
 
 def plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_inputs: int) -> list[list[int]]:

@@ -7,7 +7,7 @@ from collections import Counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.api import OpenAIError, error_response
+from server.http.errors import OpenAIError, error_response
 
 
 class _BodyTooLarge(Exception):

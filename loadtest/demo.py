@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.bench import run_bench
+from loadtest.launcher import ServerProcess
 from loadtest.report import write_report
+from loadtest.settings import BenchSettings, ReportSettings, SweepSettings
 from loadtest.sweep import run_sweep
-from server.bench import run_bench
-from server.launcher import ServerProcess
-from server.settings import DEFAULT_MODEL, BenchSettings, ReportSettings, SweepSettings
+from server.settings import DEFAULT_MODEL
 
 BACKENDS = ("torch", "onnx", "openvino")
 # About 3 minutes on a 2-core machine: 12 cells of 8 s measured after 2 s of warm-up.

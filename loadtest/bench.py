@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.settings import BenchSettings, EngineSettings
+from loadtest.corpus import texts, varied_texts
+from loadtest.settings import BenchSettings
+from server.engine import Embedder, resolve_device, resolve_model_dir
+from server.settings import EngineSettings
 
 
 @dataclass
-class Cell:
+class BatchThroughput:
+    """In-process throughput of one backend at one text profile and batch size."""
+
     profile: str
     batch_size: int
     inputs_per_s: float
@@ -34,7 +39,7 @@ class BackendRun:
     device: str = ""
     load_s: float = 0.0
     peak_rss_mb: float = 0.0
-    cells: list[Cell] = field(default_factory=list)
+    cells: list[BatchThroughput] = field(default_factory=list)
     parity_vectors: np.ndarray | None = None
     error: str = ""
 
@@ -44,9 +49,6 @@ def _peak_rss_mb() -> float:
 
 
 def _measure_backend(settings: BenchSettings, backend: str, parity_texts: list[str]) -> BackendRun:
-    from loadtest.corpus import texts as corpus_texts
-    from server.embedder import Embedder
-
     run = BackendRun(backend)
     try:
         embedder = Embedder(EngineSettings(**settings.model_dump(include=set(EngineSettings.model_fields))), backend)
@@ -55,7 +57,7 @@ def _measure_backend(settings: BenchSettings, backend: str, parity_texts: list[s
         return run
     run.device, run.load_s = embedder.backend.device, embedder.load_seconds
     for profile in settings.profiles:
-        pool = corpus_texts(profile, max(settings.batch_sizes) * 4, seed=1)
+        pool = texts(profile, max(settings.batch_sizes) * 4, seed=1)
         for batch_size in settings.batch_sizes:
             batches = [pool[i : i + batch_size] for i in range(0, len(pool) - batch_size + 1, batch_size)]
             embedder.embed_texts(batches[0])  # warm-up: first-call allocations and kernel selection
@@ -64,13 +66,13 @@ def _measure_backend(settings: BenchSettings, backend: str, parity_texts: list[s
             while time.perf_counter() < deadline or not latencies:
                 batch = batches[len(latencies) % len(batches)]
                 started = time.perf_counter()
-                embedder.embed_texts(batch)
+                encoded = embedder.encode_texts(batch)
                 latencies.append(time.perf_counter() - started)
                 inputs += len(batch)
-                tokens += embedder.last_stats.real_tokens
+                tokens += encoded.stats.real_tokens
             elapsed = sum(latencies)
             run.cells.append(
-                Cell(profile, batch_size, inputs / elapsed, tokens / elapsed, statistics.median(latencies) * 1000)
+                BatchThroughput(profile, batch_size, inputs / elapsed, tokens / elapsed, statistics.median(latencies) * 1000)
             )
     run.parity_vectors = embedder.embed_texts(parity_texts)
     run.peak_rss_mb = _peak_rss_mb()
@@ -83,8 +85,6 @@ def _reference_vectors(model: str, texts: list[str], device: str) -> np.ndarray 
         from sentence_transformers import SentenceTransformer
     except ImportError:
         return "sentence-transformers is not installed (pip install embedserve[dev])"
-    from server.models import resolve_model_dir
-
     model_dir = resolve_model_dir(model)
     st_device = "cuda" if device.startswith("cuda") else "cpu"
     try:
@@ -95,9 +95,6 @@ def _reference_vectors(model: str, texts: list[str], device: str) -> np.ndarray 
 
 
 def run_bench(settings: BenchSettings) -> list[BackendRun]:
-    from loadtest.corpus import varied_texts
-    from server.embedder import resolve_device
-
     parity_texts = varied_texts(settings.parity_texts)
     context = mp.get_context("spawn")
     runs: list[BackendRun] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.models import Pooling
+from server.engine.models import Pooling
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:

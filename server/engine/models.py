@@ -2,7 +2,7 @@
 
 A model's facts come from the sentence-transformers files saved beside its weights (modules.json, 1_Pooling/,
 2_Dense/, sentence_bert_config.json, config_sentence_transformers.json) and its config.json, overridden by its
-entry in the registry: server/models.yaml, plus the user's own file (--model-registry). Any Hugging Face model
+entry in the registry: server/engine/models.yaml, plus the user's own file (--model-registry). Any Hugging Face model
 with sentence-transformers files therefore serves without an entry.
 """
 

@@ -1,0 +1,10 @@
+"""The engine: one model on one backend, from inputs to embeddings (tokenize -> plan passes -> forward -> pool).
+
+The names below are its public entry points, the only ones the load-testing side uses (`embedserve bench`
+measures the engine in-process, the very code the server runs).
+"""
+
+from server.engine.embedder import Embedder, Encoded, ForwardStats, resolve_device
+from server.engine.models import resolve_model_dir
+
+__all__ = ["Embedder", "Encoded", "ForwardStats", "resolve_device", "resolve_model_dir"]

@@ -1,0 +1,116 @@
+"""One backend's embeddings endpoint as a LitAPI: its own queue and inference worker process.
+
+LitServe's hooks are used as meant: the HTTP process validates the body (pydantic); the worker decodes (checks and
+tokenizes, in the engine), predicts one dynamic batch across requests, and encodes each response.
+"""
+
+# No `from __future__ import annotations` here: LitServe reads decode_request's annotation to build the route,
+# and needs the class itself, not its name.
+import logging
+import time
+from dataclasses import dataclass
+
+import litserve as ls
+from starlette.responses import Response
+
+from server.engine.embedder import Embedder
+from server.engine.errors import EmbeddingRejected
+from server.engine.requests import PreparedQuery, QueryResult, RequestLimits, embed_queries, prepare_query
+from server.http.errors import OpenAIError, error_response, from_rejection
+from server.http.schemas import EmbeddingRequest, embeddings_response
+from server.http.status import BackendStatus
+from server.metrics import server_metrics, start_memory_sampler
+from server.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+def embeddings_path(backend: str) -> str:
+    return f"/{backend}/v1/embeddings"
+
+
+@dataclass
+class Job:
+    """One request in the worker: the engine's prepared query, and what its answer and metrics need."""
+
+    query: PreparedQuery
+    model: str
+    encoding_format: str
+    received_at: float
+    result: QueryResult | None = None
+
+
+class EmbeddingAPI(ls.LitAPI):
+    def __init__(self, settings: ServeSettings, backend: str, status: BackendStatus):
+        super().__init__(
+            max_batch_size=settings.max_batch_requests,
+            batch_timeout=settings.batch_timeout_ms / 1000,
+            api_path=embeddings_path(backend),
+        )
+        self.settings = settings
+        self.backend = backend
+        self.status = status
+        self.limits = RequestLimits(settings.max_request_tokens, settings.allow_image_urls)
+        self.embedder: Embedder | None = None
+
+    def setup(self, device: str) -> None:
+        """Loads the model; a backend that cannot reports why in /ready and answers 503, the others keep serving."""
+        self.metrics = server_metrics()
+        start_memory_sampler(self._sample_memory)
+        try:
+            self.embedder = Embedder(self.settings, self.backend)
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+            log.exception("backend %s failed to load", self.backend)
+            self.status.set_failed(f"{type(exc).__name__}: {exc}")
+            return
+        self.metrics.observe_loaded(self.embedder.backend, self.settings.model, self.embedder.load_seconds)
+        self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds, self.embedder.spec.dimensions)
+
+    def _sample_memory(self) -> None:
+        runtime = self.embedder.backend if self.embedder else None  # None: still loading, or failed to
+        self.metrics.sample_memory(
+            "worker",
+            self.backend,
+            self.settings.model,
+            runtime.device if runtime else "",
+            runtime.peak_device_memory_bytes() if runtime else None,
+        )
+
+    def decode_request(self, request: EmbeddingRequest) -> Job | OpenAIError:
+        """Checks and tokenizes; errors are returned, not raised: in a batched loop a raise fails the whole batch."""
+        if self.embedder is None:
+            return OpenAIError(503, f"backend `{self.backend}` is not available: {self.status.detail()}")
+        try:
+            query = prepare_query(self.embedder, request.to_query(), self.limits)
+        except EmbeddingRejected as rejection:
+            return from_rejection(rejection)
+        return Job(query, request.model, request.encoding_format, request.received_at)
+
+    def batch(self, inputs: list) -> list:
+        return inputs
+
+    def predict(self, requests):
+        if self.max_batch_size == 1:  # LitServe's unbatched loop hands over one request, not a list
+            return self.embed_jobs([requests])[0]
+        return self.embed_jobs(requests)
+
+    def embed_jobs(self, requests: list) -> list:
+        """Embeds every valid job of the dynamic batch with one forward plan; the errors pass through."""
+        jobs = [job for job in requests if isinstance(job, Job)]
+        if jobs:
+            started = time.monotonic()
+            results, stats = embed_queries(self.embedder, [job.query for job in jobs])
+            for job, result in zip(jobs, results):
+                job.result = result
+            if stats.passes:
+                waits = [started - job.received_at for job in jobs]
+                self.metrics.observe_batch(self.backend, self.settings.model, waits, stats, time.monotonic() - started)
+        return requests
+
+    def unbatch(self, output: list) -> list:
+        return output
+
+    def encode_response(self, output: Job | OpenAIError) -> Response:
+        if isinstance(output, OpenAIError):
+            return error_response(output)
+        return embeddings_response(output.result, output.model, output.encoding_format)

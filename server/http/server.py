@@ -1,0 +1,81 @@
+"""The LitServer: one EmbeddingAPI per backend (its own queue and worker), plus the routes and middlewares around
+them, and running it."""
+
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import litserve as ls
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from server.backends.base import BackendVariant
+from server.http.admission import AdmissionMiddleware
+from server.http.endpoint import EmbeddingAPI, embeddings_path
+from server.http.errors import install_error_handlers
+from server.http.metrics_route import RequestMetricsMiddleware, install_metrics_route
+from server.http.status import BackendStatus, install_status_routes
+from server.metrics import use_multiprocess_dir
+from server.settings import ServeSettings
+
+
+def build_server(settings: ServeSettings) -> ls.LitServer:
+    backends = [BackendVariant.parse(name).name for name in settings.backends]
+    if len(set(backends)) != len(backends):
+        raise ValueError(f"a backend is listed twice: {settings.backends}")
+    if settings.default_backend_name not in backends:
+        raise ValueError(f"default backend {settings.default_backend_name!r} is not among {backends}")
+    statuses = {name: BackendStatus.create() for name in backends}
+    apis = [EmbeddingAPI(settings, name, statuses[name]) for name in backends]
+    server = ls.LitServer(
+        apis,
+        accelerator="cpu",  # each backend picks its own device in setup(); LitServe only schedules processes
+        workers_per_device=1,
+        timeout=settings.request_timeout_s,
+        healthcheck_path="/litserve/health",
+        info_path="/litserve/info",
+    )
+    app: FastAPI = server.app
+    _route_default_backend(app, settings.default_backend_name)
+    install_status_routes(app, settings.model, statuses)
+    install_metrics_route(app)
+    install_error_handlers(app)
+    app.add_middleware(
+        AdmissionMiddleware,
+        queue_limit=settings.max_queue,
+        max_body_bytes=settings.max_body_bytes,
+        default_path=embeddings_path(settings.default_backend_name),
+    )
+    # Added last, so it runs first: it also counts what admission control turns away.
+    backend_by_path = {embeddings_path(name): name for name in backends}
+    backend_by_path["/v1/embeddings"] = settings.default_backend_name
+    app.add_middleware(
+        RequestMetricsMiddleware, backend_by_path=backend_by_path, model=settings.model, queue_limit=settings.max_queue
+    )
+    return server
+
+
+def _route_default_backend(app: FastAPI, default_backend: str) -> None:
+    """POST /v1/embeddings runs the very endpoint of the default backend (same queue, same worker)."""
+    route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == embeddings_path(default_backend))
+    app.add_api_route("/v1/embeddings", route.endpoint, methods=["POST"], summary=f"Embeddings ({default_backend})")
+
+
+def run_server(settings: ServeSettings) -> None:
+    metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="embedserve-metrics-"))
+    use_multiprocess_dir(metrics_dir)  # before any server process creates a metric
+    # `docker stop` and process managers send SIGTERM: shut down as on Ctrl-C, workers and all.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    server = build_server(settings)
+    try:
+        server.run(
+            host=settings.host,
+            port=settings.port,
+            num_api_servers=settings.api_servers,
+            log_level=settings.log_level,
+            generate_client_file=False,
+        )
+    finally:
+        if settings.metrics_dir is None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
