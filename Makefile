@@ -12,18 +12,22 @@ export EMBEDSERVE_TEST_CACHE ?= $(CURDIR)/.cache/test-exports
 # say why.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: demo test test-fast serve bench dashboards tools clean
+.PHONY: demo test test-fast lint serve bench dashboards tools constraints clean
 
 # The same recipe as the Docker images (deploy/install.sh); here editable, with the dev extras.
-$(STAMP): pyproject.toml deploy/install.sh
+$(STAMP): pyproject.toml deploy/install.sh deploy/constraints.txt
 	PYTHON=$(PYTHON) EDITABLE=1 sh deploy/install.sh $(VENV) dev
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m loadtest.demo
 
-test: $(STAMP) tools
+test: $(STAMP) tools lint
 	$(BIN)/python -m pytest -ra
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -ra -m "not slow"
@@ -43,6 +47,11 @@ tools:
 
 dashboards: $(STAMP)
 	$(BIN)/python -m monitoring.dashboards
+
+# After a change of pyproject.toml's dependencies: the versions pip now resolves, for every later install.
+constraints: $(STAMP)
+	{ sed -n '1,3p' deploy/constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -iv '^torch==\|^embedserve'; } > deploy/constraints.tmp
+	mv deploy/constraints.tmp deploy/constraints.txt
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

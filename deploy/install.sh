@@ -15,7 +15,9 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
 else
     "$venv/bin/pip" install torch==2.13.0
 fi
-"$venv/bin/pip" install ${EDITABLE:+-e} ".[$extras]"
+# Every other package at the version in constraints.txt: reproducible, and no resolver backtracking.
+constraints=$(dirname "$0")/constraints.txt
+"$venv/bin/pip" install -c "$constraints" ${EDITABLE:+-e} ".[$extras]"
 # onnxruntime and onnxruntime-gpu install the same module: with the gpu extra, keep only the GPU build.
 case ",$extras," in
     *,gpu,*)

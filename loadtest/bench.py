@@ -72,7 +72,9 @@ def _measure_backend(settings: BenchSettings, backend: str, parity_texts: list[s
                 tokens += encoded.stats.real_tokens
             elapsed = sum(latencies)
             run.cells.append(
-                BatchThroughput(profile, batch_size, inputs / elapsed, tokens / elapsed, statistics.median(latencies) * 1000)
+                BatchThroughput(
+                    profile, batch_size, inputs / elapsed, tokens / elapsed, statistics.median(latencies) * 1000
+                )
             )
     run.parity_vectors = embedder.embed_texts(parity_texts)
     run.peak_rss_mb = _peak_rss_mb()
@@ -103,7 +105,9 @@ def run_bench(settings: BenchSettings) -> list[BackendRun]:
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             runs.append(pool.submit(_measure_backend, settings, backend, parity_texts).result())
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        reference = pool.submit(_reference_vectors, settings.model, parity_texts, resolve_device(settings.device)).result()
+        reference = pool.submit(
+            _reference_vectors, settings.model, parity_texts, resolve_device(settings.device)
+        ).result()
     print(format_report(settings, runs, reference))
     return runs
 
@@ -120,7 +124,8 @@ def format_report(settings: BenchSettings, runs: list[BackendRun], reference: np
         f"model: {settings.model}   timed: {settings.seconds:g} s per cell   parity: min cosine vs "
         f"sentence-transformers over {settings.parity_texts} texts",
         "",
-        f"{'backend':<15}{'device':<8}{'profile':<8}{'batch':>6}{'inputs/s':>11}{'tokens/s':>11}{'p50 ms':>9}{'x torch':>9}",
+        f"{'backend':<15}{'device':<8}{'profile':<8}{'batch':>6}{'inputs/s':>11}{'tokens/s':>11}{'p50 ms':>9}"
+        f"{'x torch':>9}",
     ]
     for run in runs:
         if run.error:

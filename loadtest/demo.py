@@ -20,8 +20,9 @@ from server.settings import DEFAULT_MODEL
 
 BACKENDS = ("torch", "onnx", "openvino")
 # About 3 minutes on a 2-core machine: 12 cells of 8 s measured after 2 s of warm-up.
-DEMO_SWEEP = SweepSettings(backends=list(BACKENDS), batch_sizes=[1, 32], concurrency=[1, 8], profiles=["short"],
-                           duration=8, warmup=2)
+DEMO_SWEEP = SweepSettings(
+    backends=list(BACKENDS), batch_sizes=[1, 32], concurrency=[1, 8], profiles=["short"], duration=8, warmup=2
+)
 TEXTS = ["How do I bake sourdough bread?", "A recipe for sourdough bread", "The quarterly numbers are late."]
 
 
@@ -42,15 +43,22 @@ def main() -> None:
             reply = post_json(url, {"model": DEFAULT_MODEL, "input": TEXTS})
             vectors[backend] = np.array([item["embedding"] for item in reply["data"]])
             first = ", ".join(f"{v:+.4f}" for v in vectors[backend][0][:4])
-            print(f"POST {url}: {len(reply['data'])} x {vectors[backend].shape[1]} dims, "
-                  f"{reply['usage']['prompt_tokens']} tokens, first: [{first}, ...]")
+            print(
+                f"POST {url}: {len(reply['data'])} x {vectors[backend].shape[1]} dims, "
+                f"{reply['usage']['prompt_tokens']} tokens, first: [{first}, ...]"
+            )
         similarity = vectors["torch"] @ vectors["torch"].T
-        print(f"cosine(query, matching doc) = {similarity[0, 1]:.3f}, cosine(query, unrelated) = {similarity[0, 2]:.3f}")
+        print(
+            f"cosine(query, matching doc) = {similarity[0, 1]:.3f}, cosine(query, unrelated) = {similarity[0, 2]:.3f}"
+        )
         for backend in BACKENDS[1:]:
             agreement = (vectors[backend] * vectors["torch"]).sum(axis=1).min()
             print(f"{backend} vs torch: min cosine {agreement:.6f}")
-        print("\nLocust sweep (embedserve sweep --batch-sizes 1,32 --concurrency 1,8 --profiles short "
-              "--duration 8s --warmup 2s):", flush=True)
+        print(
+            "\nLocust sweep (embedserve sweep --batch-sizes 1,32 --concurrency 1,8 --profiles short "
+            "--duration 8s --warmup 2s):",
+            flush=True,
+        )
         run_dir = run_sweep(DEMO_SWEEP.model_copy(update={"host": server.url}))
     finally:
         server.stop()

@@ -28,8 +28,9 @@ def cpu_model() -> str:
 def gpus() -> list[str]:
     if not shutil.which("nvidia-smi"):
         return []
-    probe = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"], capture_output=True, text=True
+    )
     return [line.strip() for line in probe.stdout.splitlines() if line.strip()] if probe.returncode == 0 else []
 
 
@@ -38,8 +39,9 @@ def git_commit() -> str | None:
     probe = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
     if probe.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
     return probe.stdout.strip() + ("-dirty" if dirty else "")
 
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import random
+from typing import ClassVar
 
 import gevent
 from locust import FastHttpUser, constant, events, task
@@ -28,27 +29,51 @@ log = logging.getLogger("embedserve.locust")
 
 @events.init_command_line_parser.add_listener
 def add_arguments(parser) -> None:
-    parser.add_argument("--backends", default="torch", include_in_web_ui=True,
-                        help="backends to hit, comma separated; users are spread evenly over them")
+    parser.add_argument(
+        "--backends",
+        default="torch",
+        include_in_web_ui=True,
+        help="backends to hit, comma separated; users are spread evenly over them",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, include_in_web_ui=True, help="model sent in each request")
     parser.add_argument("--batch-size", type=int, default=8, include_in_web_ui=True, help="inputs per request")
-    parser.add_argument("--text-profile", default="short", choices=["short", "medium", "long", "variable"],
-                        include_in_web_ui=True,
-                        help="text length: short ~16, medium ~128, long ~512 tokens, variable (normal lengths)")
+    parser.add_argument(
+        "--text-profile",
+        default="short",
+        choices=["short", "medium", "long", "variable"],
+        include_in_web_ui=True,
+        help="text length: short ~16, medium ~128, long ~512 tokens, variable (normal lengths)",
+    )
     parser.add_argument("--encoding-format", default="float", choices=["float", "base64"], include_in_web_ui=True)
-    parser.add_argument("--dimensions", type=int, default=0, include_in_web_ui=True,
-                        help="Matryoshka dimensions to ask for (0: the model's own)")
-    parser.add_argument("--expected-dimensions", type=int, default=0, include_in_web_ui=True,
-                        help="dimension every embedding must have (0: --dimensions, else what /v1/models reports)")
+    parser.add_argument(
+        "--dimensions",
+        type=int,
+        default=0,
+        include_in_web_ui=True,
+        help="Matryoshka dimensions to ask for (0: the model's own)",
+    )
+    parser.add_argument(
+        "--expected-dimensions",
+        type=int,
+        default=0,
+        include_in_web_ui=True,
+        help="dimension every embedding must have (0: --dimensions, else what /v1/models reports)",
+    )
     parser.add_argument("--seed", type=int, default=0, include_in_web_ui=True, help="seed of the text choice")
-    parser.add_argument("--warmup", type=float, default=0, include_in_web_ui=True,
-                        help="seconds after start whose statistics are discarded")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0,
+        include_in_web_ui=True,
+        help="seconds after start whose statistics are discarded",
+    )
 
 
 @events.test_start.add_listener
 def start_warmup(environment, **_kwargs) -> None:
     warmup = environment.parsed_options.warmup
     if warmup > 0 and not isinstance(environment.runner, WorkerRunner):
+
         def reset_after_warmup() -> None:
             gevent.sleep(warmup)
             environment.runner.stats.reset_all()
@@ -61,8 +86,9 @@ class EmbeddingUser(FastHttpUser):
     # Closed loop: each user sends its next request when the last one is answered, so users = concurrency.
     wait_time = constant(0)
     _numbers = itertools.count()
-    _pools: dict[tuple[str, int], list[str]] = {}
-    _served_dimensions: dict[str, int] = {}
+    # Shared by the users of one process: texts per (profile, seed), and each backend's output size.
+    _pools: ClassVar[dict[tuple[str, int], list[str]]] = {}
+    _served_dimensions: ClassVar[dict[str, int]] = {}
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
@@ -97,14 +123,20 @@ class EmbeddingUser(FastHttpUser):
         size = self.environment.parsed_options.batch_size
         start = self.rng.randrange(len(self.pool))
         batch = list(itertools.islice(itertools.cycle(self.pool), start, start + size))
-        with self.client.post(self.path, data=json.dumps({**self.body, "input": batch}), name=self.path,
-                              headers={"Content-Type": "application/json"}, catch_response=True) as response:
+        with self.client.post(
+            self.path,
+            data=json.dumps({**self.body, "input": batch}),
+            name=self.path,
+            headers={"Content-Type": "application/json"},
+            catch_response=True,
+        ) as response:
             try:
                 body = response.json()
             except ValueError:
                 body = None
-            reason = embeddings_failure(response.status_code, body, size, self.expected_dimensions,
-                                        self.body["encoding_format"])
+            reason = embeddings_failure(
+                response.status_code, body, size, self.expected_dimensions, self.body["encoding_format"]
+            )
             if reason:
                 response.failure(reason)
             else:

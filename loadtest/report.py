@@ -16,14 +16,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from loadtest.settings import ReportSettings  # noqa: E402
+from loadtest.settings import ReportSettings
 
 # One colour per backend, the same in every plot and every report.
 BACKEND_COLORS = {
-    "torch": "#ee4c2c", "onnx": "#1f77b4", "openvino": "#6a3d9a",
-    "onnx-int8": "#6baed6", "openvino-int8": "#b294c7",
+    "torch": "#ee4c2c",
+    "onnx": "#1f77b4",
+    "openvino": "#6a3d9a",
+    "onnx-int8": "#6baed6",
+    "openvino-int8": "#b294c7",
 }
 FALLBACK_COLORS = ["#2ca02c", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -62,7 +65,7 @@ def _save(fig, path: Path) -> Path:
 def plot_throughput_vs_batch(cells: list[dict], backends: list[str], path: Path) -> Path:
     profiles = ordered(c["profile"] for c in cells)
     fig, axes = _figure(len(profiles), "Throughput vs batch size (best over concurrency)")
-    for ax, profile in zip(axes, profiles):
+    for ax, profile in zip(axes, profiles, strict=True):
         for backend in backends:
             best: dict[int, float] = defaultdict(float)
             for c in cells:
@@ -83,14 +86,18 @@ def plot_latency_vs_concurrency(cells: list[dict], backends: list[str], path: Pa
     batch_sizes = ordered(c["batch_size"] for c in cells)
     batch = batch_sizes[len(batch_sizes) // 2]
     fig, axes = _figure(len(profiles), f"Latency vs concurrency (batch size {batch}; solid p99, dashed p50)")
-    for ax, profile in zip(axes, profiles):
+    for ax, profile in zip(axes, profiles, strict=True):
         for backend in backends:
-            own = sorted((c for c in cells if c["backend"] == backend and c["profile"] == profile
-                          and c["batch_size"] == batch), key=lambda c: c["concurrency"])
+            own = sorted(
+                (c for c in cells if c["backend"] == backend and c["profile"] == profile and c["batch_size"] == batch),
+                key=lambda c: c["concurrency"],
+            )
             if not own:
                 continue
             users = [c["concurrency"] for c in own]
-            ax.plot(users, [c["p99_ms"] for c in own], marker="o", color=color(backend, backends), label=f"{backend} p99")
+            ax.plot(
+                users, [c["p99_ms"] for c in own], marker="o", color=color(backend, backends), label=f"{backend} p99"
+            )
             ax.plot(users, [c["p50_ms"] for c in own], linestyle="--", color=color(backend, backends), alpha=0.7)
         ax.set(title=f"{profile} texts", xlabel="concurrent users", ylabel="latency (ms)")
         ax.set_xscale("log", base=2)
@@ -102,15 +109,26 @@ def plot_latency_vs_concurrency(cells: list[dict], backends: list[str], path: Pa
 def plot_saturation(cells: list[dict], backends: list[str], slo_ms: float | None, path: Path) -> Path:
     profiles = ordered(c["profile"] for c in cells)
     fig, axes = _figure(len(profiles), "Saturation: throughput vs p99 as concurrency rises")
-    for ax, profile in zip(axes, profiles):
+    for ax, profile in zip(axes, profiles, strict=True):
         for backend in backends:
             for batch in ordered(c["batch_size"] for c in cells):
-                own = sorted((c for c in cells if c["backend"] == backend and c["profile"] == profile
-                              and c["batch_size"] == batch), key=lambda c: c["concurrency"])
+                own = sorted(
+                    (
+                        c
+                        for c in cells
+                        if c["backend"] == backend and c["profile"] == profile and c["batch_size"] == batch
+                    ),
+                    key=lambda c: c["concurrency"],
+                )
                 if own:
-                    ax.plot([c["inputs_per_s"] for c in own], [c["p99_ms"] for c in own], marker="o",
-                            color=color(backend, backends), alpha=0.4 + 0.6 * (batch == max(c["batch_size"] for c in cells)),
-                            label=f"{backend} b{batch}")
+                    ax.plot(
+                        [c["inputs_per_s"] for c in own],
+                        [c["p99_ms"] for c in own],
+                        marker="o",
+                        color=color(backend, backends),
+                        alpha=0.4 + 0.6 * (batch == max(c["batch_size"] for c in cells)),
+                        label=f"{backend} b{batch}",
+                    )
         if slo_ms:
             ax.axhline(slo_ms, color="black", linestyle=":", label=f"SLO p99 {slo_ms:g} ms")
         ax.set(title=f"{profile} texts", xlabel="inputs/s", ylabel="p99 latency (ms)")
@@ -164,8 +182,20 @@ def comparison_rows(cells: list[dict], baseline: list[dict], regression_pct: flo
         throughput = 100 * (cell["inputs_per_s"] / old["inputs_per_s"] - 1)
         p99 = 100 * (cell["p99_ms"] / old["p99_ms"] - 1)
         regression = throughput < -regression_pct or p99 > regression_pct
-        rows.append(([*map(str, key(cell)), f"{old['inputs_per_s']:.1f}", f"{cell['inputs_per_s']:.1f}",
-                      f"{throughput:+.1f}%", f"{old['p99_ms']:.0f}", f"{cell['p99_ms']:.0f}", f"{p99:+.1f}%"], regression))
+        rows.append(
+            (
+                [
+                    *map(str, key(cell)),
+                    f"{old['inputs_per_s']:.1f}",
+                    f"{cell['inputs_per_s']:.1f}",
+                    f"{throughput:+.1f}%",
+                    f"{old['p99_ms']:.0f}",
+                    f"{cell['p99_ms']:.0f}",
+                    f"{p99:+.1f}%",
+                ],
+                regression,
+            )
+        )
     return rows
 
 
@@ -184,11 +214,24 @@ def _image(path: Path) -> str:
 
 
 CELL_COLUMNS = [
-    ("backend", "backend"), ("profile", "profile"), ("batch_size", "batch"), ("concurrency", "users"),
-    ("requests_per_s", "req/s"), ("inputs_per_s", "inputs/s"), ("tokens_per_s", "tokens/s"), ("p50_ms", "p50 ms"),
-    ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("p999_ms", "p99.9 ms"), ("max_ms", "max ms"),
-    ("queue_wait_ms", "queue ms"), ("inference_ms", "inference ms"), ("inputs_per_forward", "inputs/pass"),
-    ("worker_rss_peak_mb", "RSS MB"), ("failures", "failures"), ("locust_cpu_pct", "Locust CPU %"),
+    ("backend", "backend"),
+    ("profile", "profile"),
+    ("batch_size", "batch"),
+    ("concurrency", "users"),
+    ("requests_per_s", "req/s"),
+    ("inputs_per_s", "inputs/s"),
+    ("tokens_per_s", "tokens/s"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"),
+    ("p999_ms", "p99.9 ms"),
+    ("max_ms", "max ms"),
+    ("queue_wait_ms", "queue ms"),
+    ("inference_ms", "inference ms"),
+    ("inputs_per_forward", "inputs/pass"),
+    ("worker_rss_peak_mb", "RSS MB"),
+    ("failures", "failures"),
+    ("locust_cpu_pct", "Locust CPU %"),
 ]
 
 
@@ -228,8 +271,10 @@ def write_report(settings: ReportSettings) -> Path:
     ]
     env = run["environment"]
     facts = [
-        ["model", env["server"]["id"]], ["CPU", f"{env['cpu']} ({env['cpu_count']} cores)"],
-        ["GPU", ", ".join(env["gpus"]) or "none"], ["git commit", env.get("git_commit") or "-"],
+        ["model", env["server"]["id"]],
+        ["CPU", f"{env['cpu']} ({env['cpu_count']} cores)"],
+        ["GPU", ", ".join(env["gpus"]) or "none"],
+        ["git commit", env.get("git_commit") or "-"],
         ["packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items())],
         ["per cell", f"{run['sweep']['duration']:g} s measured after {run['sweep']['warmup']:g} s warm-up"],
         ["started", env["started_at"]],
@@ -244,31 +289,79 @@ def write_report(settings: ReportSettings) -> Path:
     ]
     if run.get("saturation"):
         parts.append("<h2>Highest throughput within the SLO</h2>")
-        parts.append(_table(
-            ["backend", "profile", "batch", "SLO p99 ms", "best users", "inputs/s", "p99 ms", "stopped because"],
-            [[s["backend"], s["profile"], s["batch_size"], s["slo_p99_ms"], _format(s["best_concurrency"]),
-              _format(s["best_inputs_per_s"]), _format(s["best_p99_ms"]), s["stopped_because"]] for s in run["saturation"]],
-        ))
+        parts.append(
+            _table(
+                ["backend", "profile", "batch", "SLO p99 ms", "best users", "inputs/s", "p99 ms", "stopped because"],
+                [
+                    [
+                        s["backend"],
+                        s["profile"],
+                        s["batch_size"],
+                        s["slo_p99_ms"],
+                        _format(s["best_concurrency"]),
+                        _format(s["best_inputs_per_s"]),
+                        _format(s["best_p99_ms"]),
+                        s["stopped_because"],
+                    ]
+                    for s in run["saturation"]
+                ],
+            )
+        )
     if len(settings.runs) > 1:
         baseline_dir = settings.runs[1]
         rows = comparison_rows(cells, load_run(baseline_dir)["cells"], settings.regression_pct)
         parts.append(f"<h2>Against {html.escape(baseline_dir.name)}</h2>")
-        parts.append(f'<p class="note">Marked: throughput down or p99 up by more than {settings.regression_pct:g}%. '
-                     f"{sum(bad for _, bad in rows)} of {len(rows)} shared cells regressed.</p>")
-        parts.append(_table(["backend", "profile", "batch", "users", "inputs/s before", "inputs/s now", "change",
-                             "p99 before", "p99 now", "change"], [r for r, _ in rows], [bad for _, bad in rows]))
-    parts += ["<h2>Plots</h2>", *map(_image, plots), "<h2>Every cell</h2>",
-              '<p class="note">Marked: Locust itself used more than 80% of a core, so it may have limited the cell.</p>']
-    parts.append(_table([label for _, label in CELL_COLUMNS],
-                        [[_format(c[key]) for key, _ in CELL_COLUMNS] for c in cells],
-                        [c["locust_cpu_bound"] for c in cells], mark="flag"))
+        parts.append(
+            f'<p class="note">Marked: throughput down or p99 up by more than {settings.regression_pct:g}%. '
+            f"{sum(bad for _, bad in rows)} of {len(rows)} shared cells regressed.</p>"
+        )
+        parts.append(
+            _table(
+                [
+                    "backend",
+                    "profile",
+                    "batch",
+                    "users",
+                    "inputs/s before",
+                    "inputs/s now",
+                    "change",
+                    "p99 before",
+                    "p99 now",
+                    "change",
+                ],
+                [r for r, _ in rows],
+                [bad for _, bad in rows],
+            )
+        )
+    parts += [
+        "<h2>Plots</h2>",
+        *map(_image, plots),
+        "<h2>Every cell</h2>",
+        '<p class="note">Marked: Locust itself used more than 80% of a core, so it may have limited the cell.</p>',
+    ]
+    parts.append(
+        _table(
+            [label for _, label in CELL_COLUMNS],
+            [[_format(c[key]) for key, _ in CELL_COLUMNS] for c in cells],
+            [c["locust_cpu_bound"] for c in cells],
+            mark="flag",
+        )
+    )
     failures = [(c, c["failure_reasons"]) for c in cells if c["failure_reasons"]]
     if failures:
-        parts.append("<h2>Failures</h2><ul>" + "".join(
-            f"<li>{html.escape(c['backend'])} {html.escape(c['profile'])} b{c['batch_size']} c{c['concurrency']}: "
-            f"{html.escape(reasons)}</li>" for c, reasons in failures) + "</ul>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>embedserve sweep {html.escape(run_dir.name)}"
-            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+        parts.append(
+            "<h2>Failures</h2><ul>"
+            + "".join(
+                f"<li>{html.escape(c['backend'])} {html.escape(c['profile'])} b{c['batch_size']} c{c['concurrency']}: "
+                f"{html.escape(reasons)}</li>"
+                for c, reasons in failures
+            )
+            + "</ul>"
+        )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>embedserve sweep {html.escape(run_dir.name)}"
+        f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
     report = run_dir / "report.html"
     report.write_text(page)
     return report

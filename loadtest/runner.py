@@ -44,12 +44,41 @@ class CellRunner:
     def command(self, cell: Cell) -> list[str]:
         s = self.settings
         command = [
-            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-            "--host", self.server_url, "-u", str(cell.concurrency), "-r", str(cell.concurrency),
-            "-t", f"{s.warmup + s.duration:.0f}s", "--stop-timeout", "5", "--csv", str(self.locust_dir / cell.name),
-            "--exit-code-on-error", "0", "--backends", cell.backend, "--model", s.model,
-            "--batch-size", str(cell.batch_size), "--text-profile", cell.profile,
-            "--encoding-format", s.encoding_format, "--seed", str(s.seed), "--warmup", str(s.warmup),
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--headless",
+            "--only-summary",
+            "--host",
+            self.server_url,
+            "-u",
+            str(cell.concurrency),
+            "-r",
+            str(cell.concurrency),
+            "-t",
+            f"{s.warmup + s.duration:.0f}s",
+            "--stop-timeout",
+            "5",
+            "--csv",
+            str(self.locust_dir / cell.name),
+            "--exit-code-on-error",
+            "0",
+            "--backends",
+            cell.backend,
+            "--model",
+            s.model,
+            "--batch-size",
+            str(cell.batch_size),
+            "--text-profile",
+            cell.profile,
+            "--encoding-format",
+            s.encoding_format,
+            "--seed",
+            str(s.seed),
+            "--warmup",
+            str(s.warmup),
         ]
         if s.dimensions:
             command += ["--dimensions", str(s.dimensions)]
@@ -73,14 +102,18 @@ class CellRunner:
                     measured_from = watch.start_measuring()
                 self.print_progress(cell, measured_from)
             if process.returncode != 0:
-                raise RuntimeError(f"Locust failed in cell {cell.name} (exit {process.returncode}); see {log_path}:\n"
-                                   + log_path.read_text(errors="replace")[-2000:])
+                raise RuntimeError(
+                    f"Locust failed in cell {cell.name} (exit {process.returncode}); see {log_path}:\n"
+                    + log_path.read_text(errors="replace")[-2000:]
+                )
             if measured_from is None:  # no warm-up configured: the whole run was measured
                 measured_from = watch.first
         result = self.collect(cell, watch, measured_from)
         if result.requests == 0:
-            raise RuntimeError(f"no request completed in cell {cell.name}; see {log_path}:\n"
-                               + log_path.read_text(errors="replace")[-2000:])
+            raise RuntimeError(
+                f"no request completed in cell {cell.name}; see {log_path}:\n"
+                + log_path.read_text(errors="replace")[-2000:]
+            )
         self.done += 1
         return result
 
@@ -101,7 +134,9 @@ class CellRunner:
                 setattr(result, f"{name}_ms", min(value, result.max_ms))
         successes = result.requests - result.failures
         result.seconds = max(watch.elapsed_since_measuring(), 1e-9)
-        result.inputs_per_s = result.requests_per_s * successes / result.requests * cell.batch_size if result.requests else 0
+        result.inputs_per_s = (
+            result.requests_per_s * successes / result.requests * cell.batch_size if result.requests else 0
+        )
         result.failure_reasons = read_failures(self.locust_dir / f"{cell.name}_failures.csv")
         served = {"backend": cell.backend}
         result.tokens_per_s = after.since(before, "embedserve_tokens_total", **served) / result.seconds
@@ -127,7 +162,9 @@ class CellRunner:
         print(
             f"\r[{self.done + 1}/{self.total_cells}] {cell.label():<40} {phase:<10} {rps:7.1f} req/s  "
             f"p99 {p99:>6} ms  ~{left / 60:4.1f} min left ",
-            end="", file=sys.stderr, flush=True,
+            end="",
+            file=sys.stderr,
+            flush=True,
         )
 
 

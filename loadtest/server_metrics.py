@@ -16,11 +16,13 @@ class MetricsSnapshot:
     def scrape(cls, server_url: str, timeout: float = 10) -> MetricsSnapshot:
         with urllib.request.urlopen(f"{server_url}/metrics", timeout=timeout) as response:
             body = response.read().decode()
-        return cls({
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(body)
-            for sample in family.samples
-        })
+        return cls(
+            {
+                (sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(body)
+                for sample in family.samples
+            }
+        )
 
     def total(self, name: str, **labels: str) -> float:
         """Sum of every sample of `name` whose labels include `labels`."""

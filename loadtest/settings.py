@@ -27,12 +27,8 @@ class SweepSettings(SettingsBase):
 
     host: str | None = Field(None, description="server to load, e.g. http://127.0.0.1:8000 (default: start one)")
     model: str = Field(DEFAULT_MODEL, description="model to request (and to serve, when the sweep starts the server)")
-    backends: CommaList[str] = Field(
-        ["torch", "onnx", "openvino"], description="backends to load, comma separated"
-    )
-    batch_sizes: CommaList[int] = Field(
-        [1, 8, 32, 128], description="inputs per request, comma separated"
-    )
+    backends: CommaList[str] = Field(["torch", "onnx", "openvino"], description="backends to load, comma separated")
+    batch_sizes: CommaList[int] = Field([1, 8, 32, 128], description="inputs per request, comma separated")
     concurrency: CommaList[int] = Field(
         [1, 4, 16, 64], description="concurrent Locust users (closed loop), comma separated"
     )

@@ -30,8 +30,9 @@ def grid(settings: SweepSettings) -> list[Cell]:
     ]
 
 
-def write_results(run_dir: Path, environment: dict, settings: SweepSettings, results: list[CellResult],
-                  saturation: list[Saturation]) -> None:
+def write_results(
+    run_dir: Path, environment: dict, settings: SweepSettings, results: list[CellResult], saturation: list[Saturation]
+) -> None:
     rows = [asdict(result) for result in results]
     with (run_dir / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(CellResult.__dataclass_fields__))
@@ -47,8 +48,10 @@ def write_results(run_dir: Path, environment: dict, settings: SweepSettings, res
 
 
 def format_table(results: list[CellResult]) -> str:
-    header = (f"{'backend':<14}{'profile':<9}{'batch':>6}{'users':>6}{'req/s':>9}{'inputs/s':>10}{'tokens/s':>10}"
-              f"{'p50':>7}{'p95':>7}{'p99':>7}{'max':>7}{'queue':>7}{'infer':>7}{'fails':>6}")
+    header = (
+        f"{'backend':<14}{'profile':<9}{'batch':>6}{'users':>6}{'req/s':>9}{'inputs/s':>10}{'tokens/s':>10}"
+        f"{'p50':>7}{'p95':>7}{'p99':>7}{'max':>7}{'queue':>7}{'infer':>7}{'fails':>6}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         ms = lambda value: f"{value:7.0f}" if value is not None else f"{'-':>7}"  # noqa: E731
@@ -68,8 +71,15 @@ def run_sweep(settings: SweepSettings) -> Path:
     server = None
     if settings.host is None:
         print(f"starting embedserve with {', '.join(settings.backends)} on {settings.model} ...", file=sys.stderr)
-        server = ServerProcess("--backends", ",".join(settings.backends), "--model", settings.model,
-                               "--log-level", "warning", log_path=run_dir / "server.log").wait_ready()
+        server = ServerProcess(
+            "--backends",
+            ",".join(settings.backends),
+            "--model",
+            settings.model,
+            "--log-level",
+            "warning",
+            log_path=run_dir / "server.log",
+        ).wait_ready()
     server_url = (settings.host or server.url).rstrip("/")
     try:
         environment = describe_environment(server_url)
@@ -98,12 +108,20 @@ def run_sweep(settings: SweepSettings) -> Path:
             server.stop()
     print("\n\n" + format_table(results))
     for search in saturation:
-        best = (f"{search.best_inputs_per_s:.1f} inputs/s at {search.best_concurrency} users (p99 {search.best_p99_ms:.0f} ms)"
-                if search.best_concurrency else "no load level held the SLO")
-        print(f"max under p99 <= {search.slo_p99_ms:g} ms: {search.backend} {search.profile} batch {search.batch_size}: "
-              f"{best}; stopped: {search.stopped_because}")
+        best = (
+            f"{search.best_inputs_per_s:.1f} inputs/s at {search.best_concurrency} users "
+            f"(p99 {search.best_p99_ms:.0f} ms)"
+            if search.best_concurrency
+            else "no load level held the SLO"
+        )
+        print(
+            f"max under p99 <= {search.slo_p99_ms:g} ms: {search.backend} {search.profile} batch {search.batch_size}: "
+            f"{best}; stopped: {search.stopped_because}"
+        )
     if any(r.locust_cpu_bound for r in results):
-        print(f"\nLocust used more than {LOCUST_CPU_LIMIT_PCT:.0f}% of a core in the flagged cells: add "
-              "--locust-processes N (Locust's --processes) or run Locust on another machine.")
+        print(
+            f"\nLocust used more than {LOCUST_CPU_LIMIT_PCT:.0f}% of a core in the flagged cells: add "
+            "--locust-processes N (Locust's --processes) or run Locust on another machine."
+        )
     print(f"\nresults: {run_dir}/results.csv, results.json; Locust's own CSVs in {run_dir}/locust/")
     return run_dir

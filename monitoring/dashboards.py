@@ -36,7 +36,10 @@ def query(expr: str, legend: str) -> Query:
 
 def quantiles(metric: str, selector: str, by: str = "backend") -> list[Query]:
     return [
-        query(f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{{{selector}}}[{WINDOW}])))", f"p{round(q * 100)} {{{{{by}}}}}")
+        query(
+            f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{{{selector}}}[{WINDOW}])))",
+            f"p{round(q * 100)} {{{{{by}}}}}",
+        )
         for q in (0.5, 0.95, 0.99)
     ]
 
@@ -49,8 +52,10 @@ def mean(metric: str, by: str = "backend") -> str:
 
 
 def time_series(title: str, unit: str, queries: list[Query], description: str, width: int = 12) -> timeseries.Panel:
-    panel = timeseries.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE).height(8).span(width)
-    for ref, item in zip("ABCDEFGH", queries):
+    panel = (
+        timeseries.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE).height(8).span(width)
+    )
+    for ref, item in zip("ABCDEFGH", queries, strict=False):
         panel = panel.with_target(prometheus.Dataquery().expr(item.expr).legend_format(item.legend).ref_id(ref))
     return panel
 
@@ -93,44 +98,75 @@ def embedserve_dashboard() -> dashboard.Dashboard:
 
     board = board.with_row(dashboard.Row("Traffic"))
     for title, unit, counter, description in (
-        ("Requests/s", "reqps", "embedserve_requests_total", "Answered embedding requests per second, every status included"),
+        (
+            "Requests/s",
+            "reqps",
+            "embedserve_requests_total",
+            "Answered embedding requests per second, every status included",
+        ),
         ("Inputs/s", "short", "embedserve_inputs_total", "Texts (or token-id inputs) embedded per second"),
         ("Tokens/s", "short", "embedserve_tokens_total", "Real (unpadded) tokens embedded per second"),
     ):
-        board = board.with_panel(time_series(
-            title, unit, [query(f"sum by (backend) (rate({counter}{{{SERVED}}}[{WINDOW}]))", "{{backend}}")],
-            description, width=8,
-        ))
-    board = board.with_panel(time_series(
-        "Errors/s by code", "reqps",
-        [query(f'sum by (backend, code) (rate(embedserve_requests_total{{{SERVED}, code!~"2.."}}[{WINDOW}]))', "{{backend}} {{code}}")],
-        "Non-2xx answers: 4xx are client errors, 503 is admission control shedding load, 504 a queue timeout",
-    ))
-    board = board.with_panel(time_series(
-        "Requests in flight", "short",
-        [query(f"sum by (backend) (embedserve_requests_in_flight{{{SERVED}}})", "{{backend}}")],
-        "Received and not yet answered; at the queue limit the server answers 503",
-    ))
+        board = board.with_panel(
+            time_series(
+                title,
+                unit,
+                [query(f"sum by (backend) (rate({counter}{{{SERVED}}}[{WINDOW}]))", "{{backend}}")],
+                description,
+                width=8,
+            )
+        )
+    board = board.with_panel(
+        time_series(
+            "Errors/s by code",
+            "reqps",
+            [
+                query(
+                    f'sum by (backend, code) (rate(embedserve_requests_total{{{SERVED}, code!~"2.."}}[{WINDOW}]))',
+                    "{{backend}} {{code}}",
+                )
+            ],
+            "Non-2xx answers: 4xx are client errors, 503 is admission control shedding load, 504 a queue timeout",
+        )
+    )
+    board = board.with_panel(
+        time_series(
+            "Requests in flight",
+            "short",
+            [query(f"sum by (backend) (embedserve_requests_in_flight{{{SERVED}}})", "{{backend}}")],
+            "Received and not yet answered; at the queue limit the server answers 503",
+        )
+    )
 
     board = board.with_row(dashboard.Row("Latency"))
-    board = board.with_panel(time_series(
-        "Request latency p50 / p95 / p99", "s",
-        quantiles("embedserve_request_duration_seconds", f'{SERVED}, status_class="2xx"'),
-        "Successful requests, from body parsed to response sent, per backend", width=24,
-    ))
-    board = board.with_panel(time_series(
-        "Queue wait vs inference (mean)", "s",
-        [
-            query(mean("embedserve_queue_wait_seconds"), "queue {{backend}}"),
-            query(mean("embedserve_inference_duration_seconds"), "inference {{backend}}"),
-        ],
-        "Where a request's time goes: waiting for its dynamic batch, then embedding that batch",
-    ))
-    board = board.with_panel(time_series(
-        "Queue wait p99", "s",
-        [quantiles("embedserve_queue_wait_seconds", SERVED)[2]],
-        "Tail of the wait between arrival and inference; rising while inference stays flat means saturation",
-    ))
+    board = board.with_panel(
+        time_series(
+            "Request latency p50 / p95 / p99",
+            "s",
+            quantiles("embedserve_request_duration_seconds", f'{SERVED}, status_class="2xx"'),
+            "Successful requests, from body parsed to response sent, per backend",
+            width=24,
+        )
+    )
+    board = board.with_panel(
+        time_series(
+            "Queue wait vs inference (mean)",
+            "s",
+            [
+                query(mean("embedserve_queue_wait_seconds"), "queue {{backend}}"),
+                query(mean("embedserve_inference_duration_seconds"), "inference {{backend}}"),
+            ],
+            "Where a request's time goes: waiting for its dynamic batch, then embedding that batch",
+        )
+    )
+    board = board.with_panel(
+        time_series(
+            "Queue wait p99",
+            "s",
+            [quantiles("embedserve_queue_wait_seconds", SERVED)[2]],
+            "Tail of the wait between arrival and inference; rising while inference stays flat means saturation",
+        )
+    )
 
     board = board.with_row(dashboard.Row("Batching"))
     board = board.with_panel(
@@ -149,24 +185,33 @@ def embedserve_dashboard() -> dashboard.Dashboard:
             .ref_id("A")
         )
     )
-    board = board.with_panel(time_series(
-        "Requests per dynamic batch and padding", "short",
-        [
-            query(mean("embedserve_batch_requests"), "requests/batch {{backend}}"),
-            query(mean("embedserve_forward_padding_ratio"), "padding ratio {{backend}}"),
-        ],
-        "How many requests one batch merged, and the share of padded tokens per forward pass",
-    ))
+    board = board.with_panel(
+        time_series(
+            "Requests per dynamic batch and padding",
+            "short",
+            [
+                query(mean("embedserve_batch_requests"), "requests/batch {{backend}}"),
+                query(mean("embedserve_forward_padding_ratio"), "padding ratio {{backend}}"),
+            ],
+            "How many requests one batch merged, and the share of padded tokens per forward pass",
+        )
+    )
 
     board = board.with_row(dashboard.Row("Memory and GPU"))
-    board = board.with_panel(time_series(
-        "Process resident memory", "bytes",
-        [
-            query(f'sum by (backend) (embedserve_process_resident_memory_bytes{{{SERVED}, role="worker"}})', "worker {{backend}}"),
-            query(f'sum(embedserve_process_resident_memory_bytes{{{INSTANCE}, role="http"}})', "http front"),
-        ],
-        "RSS of each backend's inference worker and of the HTTP front processes",
-    ))
+    board = board.with_panel(
+        time_series(
+            "Process resident memory",
+            "bytes",
+            [
+                query(
+                    f'sum by (backend) (embedserve_process_resident_memory_bytes{{{SERVED}, role="worker"}})',
+                    "worker {{backend}}",
+                ),
+                query(f'sum(embedserve_process_resident_memory_bytes{{{INSTANCE}, role="http"}})', "http front"),
+            ],
+            "RSS of each backend's inference worker and of the HTTP front processes",
+        )
+    )
     board = board.with_panel(
         stat.Panel()
         .title("Model load time")
@@ -182,29 +227,51 @@ def embedserve_dashboard() -> dashboard.Dashboard:
             .ref_id("A")
         )
     )
-    board = board.with_panel(time_series(
-        "GPU memory (NVML)", "bytes",
-        [
-            query(f"embedserve_gpu_memory_used_bytes{{{INSTANCE}}}", "used gpu{{gpu}}"),
-            query(f"embedserve_gpu_memory_total_bytes{{{INSTANCE}}}", "total gpu{{gpu}}"),
-        ],
-        "Device memory in use and in all, read by the server through NVML", width=8,
-    ))
-    board = board.with_panel(time_series(
-        "GPU memory (DCGM)", "bytes",
-        [query("DCGM_FI_DEV_FB_USED * 1024 * 1024", "used gpu{{gpu}}"), query("(DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE) * 1024 * 1024", "total gpu{{gpu}}")],
-        "Framebuffer memory from NVIDIA's dcgm-exporter (MiB, shown in bytes)", width=8,
-    ))
-    board = board.with_panel(time_series(
-        "GPU utilisation", "percentunit",
-        [query(f"embedserve_gpu_utilization_ratio{{{INSTANCE}}}", "nvml gpu{{gpu}}"), query("DCGM_FI_DEV_GPU_UTIL / 100", "dcgm gpu{{gpu}}")],
-        "Share of time a kernel ran, from NVML (server) and DCGM", width=8,
-    ))
-    board = board.with_panel(time_series(
-        "Torch CUDA allocator peak", "bytes",
-        [query(f"embedserve_device_memory_peak_bytes{{{SERVED}}}", "{{backend}}")],
-        "Peak memory torch's caching allocator held on the GPU", width=24,
-    ))
+    board = board.with_panel(
+        time_series(
+            "GPU memory (NVML)",
+            "bytes",
+            [
+                query(f"embedserve_gpu_memory_used_bytes{{{INSTANCE}}}", "used gpu{{gpu}}"),
+                query(f"embedserve_gpu_memory_total_bytes{{{INSTANCE}}}", "total gpu{{gpu}}"),
+            ],
+            "Device memory in use and in all, read by the server through NVML",
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        time_series(
+            "GPU memory (DCGM)",
+            "bytes",
+            [
+                query("DCGM_FI_DEV_FB_USED * 1024 * 1024", "used gpu{{gpu}}"),
+                query("(DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE) * 1024 * 1024", "total gpu{{gpu}}"),
+            ],
+            "Framebuffer memory from NVIDIA's dcgm-exporter (MiB, shown in bytes)",
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        time_series(
+            "GPU utilisation",
+            "percentunit",
+            [
+                query(f"embedserve_gpu_utilization_ratio{{{INSTANCE}}}", "nvml gpu{{gpu}}"),
+                query("DCGM_FI_DEV_GPU_UTIL / 100", "dcgm gpu{{gpu}}"),
+            ],
+            "Share of time a kernel ran, from NVML (server) and DCGM",
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        time_series(
+            "Torch CUDA allocator peak",
+            "bytes",
+            [query(f"embedserve_device_memory_peak_bytes{{{SERVED}}}", "{{backend}}")],
+            "Peak memory torch's caching allocator held on the GPU",
+            width=24,
+        )
+    )
     return board
 
 

@@ -52,7 +52,9 @@ class ServerMetrics:
 
         served = ["backend", "model"]
         # HTTP front processes: what clients see, rejections by admission control included.
-        self.requests = Counter("embedserve_requests", "Embedding requests answered, by HTTP status code", [*served, "code"])
+        self.requests = Counter(
+            "embedserve_requests", "Embedding requests answered, by HTTP status code", [*served, "code"]
+        )
         self.request_duration = Histogram(
             "embedserve_request_duration_seconds",
             "Time from request received to response sent, by status class (2xx, 4xx, 5xx)",
@@ -60,7 +62,10 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.in_flight = Gauge(
-            "embedserve_requests_in_flight", "Requests received and not yet answered", served, multiprocess_mode="livesum"
+            "embedserve_requests_in_flight",
+            "Requests received and not yet answered",
+            served,
+            multiprocess_mode="livesum",
         )
         self.queue_limit = Gauge(
             "embedserve_queue_limit",
@@ -82,7 +87,10 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.forward_duration = Histogram(
-            "embedserve_forward_duration_seconds", "Time of one forward pass, pooling included", served, buckets=LATENCY_BUCKETS
+            "embedserve_forward_duration_seconds",
+            "Time of one forward pass, pooling included",
+            served,
+            buckets=LATENCY_BUCKETS,
         )
         self.batch_requests = Histogram(
             "embedserve_batch_requests", "Requests merged into one dynamic batch", served, buckets=INPUT_BUCKETS
@@ -94,13 +102,17 @@ class ServerMetrics:
             "embedserve_forward_tokens", "Padded tokens in one forward pass", served, buckets=TOKEN_BUCKETS
         )
         self.padding_ratio = Histogram(
-            "embedserve_forward_padding_ratio", "Share of a forward pass's tokens that are padding", served,
+            "embedserve_forward_padding_ratio",
+            "Share of a forward pass's tokens that are padding",
+            served,
             buckets=RATIO_BUCKETS,
         )
         self.inputs = Counter("embedserve_inputs", "Inputs embedded", served)
         self.tokens = Counter("embedserve_tokens", "Real (unpadded) tokens embedded", served)
         self.load_duration = Gauge(
-            "embedserve_model_load_seconds", "Time the backend took to load the model", [*served, "device"],
+            "embedserve_model_load_seconds",
+            "Time the backend took to load the model",
+            [*served, "device"],
             multiprocess_mode="max",
         )
         self.build_info = Gauge(
@@ -174,7 +186,7 @@ def start_memory_sampler(sample: Callable[[], None]) -> threading.Thread:
         while True:
             try:
                 sample()
-            except Exception:  # noqa: BLE001 - one failed sample must not end the sampling
+            except Exception:
                 log.exception("memory sample failed")
             time.sleep(MEMORY_SAMPLE_SECONDS)
 
@@ -230,7 +242,9 @@ class NvmlCollector:
 
         nvml = self._nvml
         used = GaugeMetricFamily("embedserve_gpu_memory_used_bytes", "GPU memory in use (NVML)", labels=["gpu", "name"])
-        total = GaugeMetricFamily("embedserve_gpu_memory_total_bytes", "GPU memory in all (NVML)", labels=["gpu", "name"])
+        total = GaugeMetricFamily(
+            "embedserve_gpu_memory_total_bytes", "GPU memory in all (NVML)", labels=["gpu", "name"]
+        )
         utilization = GaugeMetricFamily(
             "embedserve_gpu_utilization_ratio", "Share of time a kernel ran on the GPU (NVML)", labels=["gpu", "name"]
         )

@@ -14,7 +14,6 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import BeforeValidator, Field
 from pydantic_settings import (
     BaseSettings,
-    CliPositionalArg,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -89,7 +88,8 @@ class EngineSettings(SettingsBase):
         "auto", description="auto picks cuda when nvidia-smi lists a GPU (torch is not imported to ask), else cpu"
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="torch compute dtype; auto = float32 on CPU, float16 on CUDA (bfloat16 where the model needs it)"
+        "auto",
+        description="torch compute dtype; auto = float32 on CPU, float16 on CUDA (bfloat16 where the model needs it)",
     )
     cache: Path = Field(
         default_factory=default_cache_dir,
@@ -98,14 +98,10 @@ class EngineSettings(SettingsBase):
     max_tokens: int | None = Field(
         None, ge=1, description="cap on tokens per input, below the model's own limit (default: the model's limit)"
     )
-    max_batch_tokens: int = Field(
-        16384, ge=1, description="token budget of one forward pass (padded length x inputs)"
-    )
+    max_batch_tokens: int = Field(16384, ge=1, description="token budget of one forward pass (padded length x inputs)")
     max_batch_inputs: int = Field(256, ge=1, description="most inputs in one forward pass")
     cpu_threads: int | None = Field(None, ge=1, description="intra-op threads per backend (default: runtime's own)")
-    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
-        "LATENCY", description="OpenVINO performance hint"
-    )
+    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field("LATENCY", description="OpenVINO performance hint")
     allow_export: bool = Field(True, description="export missing ONNX/OpenVINO artefacts on first use")
     trust_remote_code: bool = Field(
         False, description="allow models whose repository ships its own modelling code (e.g. JinaBERT) to run it"

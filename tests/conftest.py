@@ -53,9 +53,23 @@ def exported(cache_dir: Path) -> Path:
     """MiniLM exported for every runtime and variant, through the real `embedserve export` command."""
     for backend, quantize in [("onnx", "none"), ("onnx", "int8"), ("openvino", "none"), ("openvino", "int8")]:
         subprocess.run(
-            [sys.executable, "-m", "server.cli", "export", "--model", MODEL, "--backend", backend,
-             "--quantize", quantize, "--cache", str(cache_dir)],
-            check=True, capture_output=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "export",
+                "--model",
+                MODEL,
+                "--backend",
+                backend,
+                "--quantize",
+                quantize,
+                "--cache",
+                str(cache_dir),
+            ],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
         )
     return cache_dir
 

@@ -34,6 +34,7 @@ class TokenBatch:
     def padded_tokens(self) -> int:
         return int(self.attention_mask.size)
 
+
 # name -> "module:class"; imported only when asked for, so an ONNX-only server never imports torch.
 BACKENDS: dict[str, str] = {
     "torch": "server.backends.torch:TorchBackend",

@@ -32,7 +32,9 @@ class OnnxBackend:
             device_id = int(device.partition(":")[2] or 0)
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
         graphs = tower_files(artefact, ".onnx") or {"model": artefact / "model.onnx"}
-        sessions = {name: ort.InferenceSession(str(path), options, providers=providers) for name, path in graphs.items()}
+        sessions = {
+            name: ort.InferenceSession(str(path), options, providers=providers) for name, path in graphs.items()
+        }
         self._session = sessions.pop("model", None)
         self._towers = sessions
         first = self._session or self._towers["text"]

@@ -39,7 +39,9 @@ class TorchBackend:
         with torch.inference_mode():
             input_ids = torch.from_numpy(batch.input_ids).to(self.device)
             attention_mask = torch.from_numpy(batch.attention_mask).to(self.device)
-            return self._model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).float().cpu().numpy()
+            return (
+                self._model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).float().cpu().numpy()
+            )
 
     def image_features(self, pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

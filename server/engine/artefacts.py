@@ -50,11 +50,23 @@ def ensure_artefact(settings: EngineSettings, model_dir: Path, runtime: str, qua
             f"no {runtime} artefact for {settings.model} in {target.parent}; run "
             f"`embedserve export --model {settings.model} --backend {runtime} --quantize {quantize}`"
         )
-    log.warning("exporting %s to %s (%s, quantize=%s): first use, this takes a while", settings.model, target, runtime, quantize)
+    log.warning(
+        "exporting %s to %s (%s, quantize=%s): first use, this takes a while", settings.model, target, runtime, quantize
+    )
     started = time.monotonic()
     command = [
-        sys.executable, "-m", "server.cli", "export",
-        "--model", settings.model, "--backend", runtime, "--quantize", quantize, "--cache", str(settings.cache),
+        sys.executable,
+        "-m",
+        "server.cli",
+        "export",
+        "--model",
+        settings.model,
+        "--backend",
+        runtime,
+        "--quantize",
+        quantize,
+        "--cache",
+        str(settings.cache),
     ]
     if settings.trust_remote_code:
         command.append("--trust-remote-code")

@@ -21,8 +21,8 @@ from server.engine.models import ModelSpec, load_spec, resolve_model_dir
 from server.engine.pooling import l2_normalize, pool
 from server.engine.projection import load_projection, project
 from server.engine.sparse import SparseHead, lexical_weights
-from server.settings import EngineSettings
 from server.engine.tokenization import TextTokenizer, Tokenized
+from server.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,9 @@ class Embedder:
         fixed_length = self.spec.max_tokens if self.spec.text_padding == "max_length" else None
         for indices in plan_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_inputs):
             started = time.perf_counter()
-            batch = pad_batch([id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side, fixed_length)
+            batch = pad_batch(
+                [id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side, fixed_length
+            )
             if self.image_text:
                 # Trained on padded text with no mask (SigLIP): the pads are part of the input.
                 unmasked = TokenBatch(batch.input_ids, np.ones_like(batch.attention_mask)) if fixed_length else batch
@@ -145,7 +147,7 @@ class Embedder:
             if sparse:
                 weights = self.sparse_head.token_weights(hidden)
                 rows = lexical_weights(weights, batch.input_ids, batch.attention_mask, self.tokenizer.special_ids)
-                for index, row in zip(indices, rows):
+                for index, row in zip(indices, rows, strict=True):
                     lexical[index] = row
             seconds = time.perf_counter() - started
             stats.forward_passes.append(ForwardPass(len(indices), batch.real_tokens, batch.padded_tokens, seconds))

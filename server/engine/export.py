@@ -32,7 +32,9 @@ def export(settings: ExportSettings) -> Path:
             exporters = {"onnx": _export_towers_onnx, "openvino": _export_towers_openvino}
         versions = exporters[settings.backend](model_dir, staging, settings, Path(scratch))
         (staging / MARKER).write_text(
-            json.dumps({"model": settings.model, "runtime": settings.backend, "quantize": settings.quantize, **versions})
+            json.dumps(
+                {"model": settings.model, "runtime": settings.backend, "quantize": settings.quantize, **versions}
+            )
         )
         if target.exists():
             shutil.rmtree(target)
@@ -46,7 +48,11 @@ def _export_onnx(model_dir: Path, out: Path, settings: ExportSettings, scratch: 
 
     fp32_dir = scratch / "fp32"
     main_export(
-        str(model_dir), output=fp32_dir, task="feature-extraction", library_name="transformers", do_validation=False,
+        str(model_dir),
+        output=fp32_dir,
+        task="feature-extraction",
+        library_name="transformers",
+        do_validation=False,
         trust_remote_code=settings.trust_remote_code,
     )
     out.mkdir(parents=True)
@@ -96,7 +102,11 @@ def _export_openvino(model_dir: Path, out: Path, settings: ExportSettings, scrat
     # int8 here is weight-only compression (nncf): no calibration set needed, activations stay fp32.
     quantization = OVWeightQuantizationConfig(bits=8) if settings.quantize == "int8" else None
     model = OVModelForFeatureExtraction.from_pretrained(
-        model_dir, export=True, compile=False, load_in_8bit=False, quantization_config=quantization,
+        model_dir,
+        export=True,
+        compile=False,
+        load_in_8bit=False,
+        quantization_config=quantization,
         trust_remote_code=settings.trust_remote_code,
     )
     model.save_pretrained(out)
@@ -143,8 +153,13 @@ def _export_towers_onnx(model_dir: Path, out: Path, settings: ExportSettings, sc
         # The TorchScript exporter: the dynamo one needs onnxscript, which nothing else here does.
         with torch.no_grad():
             torch.onnx.export(
-                module, inputs, str(out / f"{tower}.onnx"), input_names=list(names), output_names=["embeddings"],
-                dynamic_axes={**axes, "embeddings": {0: "batch"}}, dynamo=False,
+                module,
+                inputs,
+                str(out / f"{tower}.onnx"),
+                input_names=list(names),
+                output_names=["embeddings"],
+                dynamic_axes={**axes, "embeddings": {0: "batch"}},
+                dynamo=False,
             )
     return {"onnxruntime": onnxruntime.__version__}
 

@@ -66,7 +66,9 @@ def _read_registry(path: Path) -> dict[str, dict]:
     for model, entry in entries.items():
         unknown = set(entry) - _ENTRY_KEYS
         if unknown:
-            raise ValueError(f"{path}: entry {model!r} has unknown keys {sorted(unknown)}; known: {sorted(_ENTRY_KEYS)}")
+            raise ValueError(
+                f"{path}: entry {model!r} has unknown keys {sorted(unknown)}; known: {sorted(_ENTRY_KEYS)}"
+            )
         for key in ("aliases", "matryoshka_dimensions"):
             if key in entry:
                 entry[key] = tuple(entry[key])
@@ -142,7 +144,9 @@ def spec_from_files(model: str, model_dir: Path) -> ModelSpec:
 
     pooling = _pooling_mode(pooling_config)
     normalize = any(m.get("type", "").endswith("Normalize") for m in modules) or not modules
-    max_tokens = st_config.get("max_seq_length") or _tokenizer_limit(model_dir) or config.get("max_position_embeddings", 512)
+    max_tokens = (
+        st_config.get("max_seq_length") or _tokenizer_limit(model_dir) or config.get("max_position_embeddings", 512)
+    )
     prompts = {k: v for k, v in st_extra.get("prompts", {}).items() if k in {"query", "document"} and v}
     if is_dual_encoder(config):
         return _image_text_spec(model, config)
@@ -184,7 +188,9 @@ def _image_text_spec(model: str, config: dict) -> ModelSpec:
     )
 
 
-def load_spec(model: str, model_dir: Path, max_tokens_cap: int | None = None, extra_registry: Path | None = None) -> ModelSpec:
+def load_spec(
+    model: str, model_dir: Path, max_tokens_cap: int | None = None, extra_registry: Path | None = None
+) -> ModelSpec:
     """The files' facts, overridden by the model's registry entry, capped by the server's --max-tokens."""
     found = find_entry(model, extra_registry)
     spec = spec_from_files(found[0] if found else model, model_dir)

@@ -30,7 +30,9 @@ class SparseHead:
             try:
                 import torch
             except ImportError as exc:
-                raise RuntimeError(f"{path} is a torch file: install torch, or convert it to {safetensors_path.name}") from exc
+                raise RuntimeError(
+                    f"{path} is a torch file: install torch, or convert it to {safetensors_path.name}"
+                ) from exc
             tensors = {k: v.float().numpy() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
         else:
             raise FileNotFoundError(f"the model's sparse head {filename} is not in {model_dir}")
@@ -48,9 +50,9 @@ def lexical_weights(
 ) -> list[dict[int, float]]:
     """Per row: token id -> its largest weight, without padding, special tokens or zero weights."""
     rows = []
-    for row_weights, row_ids, row_mask in zip(weights, input_ids, mask):
+    for row_weights, row_ids, row_mask in zip(weights, input_ids, mask, strict=True):
         lexical: dict[int, float] = {}
-        for weight, token, real in zip(row_weights.tolist(), row_ids.tolist(), row_mask.tolist()):
+        for weight, token, real in zip(row_weights.tolist(), row_ids.tolist(), row_mask.tolist(), strict=True):
             if real and weight > 0 and token not in skip_ids and weight > lexical.get(token, 0.0):
                 lexical[token] = weight
         rows.append(lexical)

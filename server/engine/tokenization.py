@@ -30,7 +30,9 @@ def load_fast_tokenizer(model_dir: Path) -> Tokenizer:
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:
-        raise FileNotFoundError(f"{model_dir} has no tokenizer.json, and converting its tokenizer needs transformers") from exc
+        raise FileNotFoundError(
+            f"{model_dir} has no tokenizer.json, and converting its tokenizer needs transformers"
+        ) from exc
     return AutoTokenizer.from_pretrained(model_dir, use_fast=True).backend_tokenizer
 
 

@@ -67,7 +67,9 @@ class AdmissionMiddleware:
             self.in_flight[queue] -= 1
 
     def _too_large(self) -> OpenAIError:
-        return OpenAIError(413, f"the request body is larger than {self.max_body_bytes} bytes", code="request_too_large")
+        return OpenAIError(
+            413, f"the request body is larger than {self.max_body_bytes} bytes", code="request_too_large"
+        )
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, error: OpenAIError) -> None:

@@ -59,7 +59,7 @@ class EmbeddingAPI(ls.LitAPI):
         start_memory_sampler(self._sample_memory)
         try:
             self.embedder = Embedder(self.settings, self.backend)
-        except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+        except Exception as exc:
             log.exception("backend %s failed to load", self.backend)
             self.status.set_failed(f"{type(exc).__name__}: {exc}")
             return
@@ -100,7 +100,7 @@ class EmbeddingAPI(ls.LitAPI):
         if jobs:
             started = time.monotonic()
             results, stats = embed_queries(self.embedder, [job.query for job in jobs])
-            for job, result in zip(jobs, results):
+            for job, result in zip(jobs, results, strict=True):
                 job.result = result
             if stats.passes:
                 waits = [started - job.received_at for job in jobs]

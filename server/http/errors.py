@@ -57,6 +57,7 @@ def from_rejection(rejection: EmbeddingRejected) -> OpenAIError:
     status = STATUS_BY_REJECTION[type(rejection)]
     return OpenAIError(status, rejection.message, param=rejection.param, code=rejection.code)
 
+
 _INPUT_SHAPE = "input must be a string, an array of strings, an array of token ids, or an array of arrays of token ids"
 
 

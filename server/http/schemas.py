@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Literal, Union
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, StrictStr, field_validator
@@ -15,7 +15,7 @@ from server.engine.requests import EmbeddingQuery, QueryResult
 # OpenAI's own limit on inputs per request.
 MAX_INPUTS = 2048
 
-EmbeddingInput = Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]]
+EmbeddingInput = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
 
 
 class EmbeddingRequest(BaseModel):

@@ -193,7 +193,9 @@ def test_k8s_probes_ports_and_scraping_agree_with_the_server(k8s, overlay, route
 
 def test_k8s_distributed_locust_targets_the_service(k8s):
     docs = k8s["loadtest"]
-    deployments = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0] for d in by_kind(docs, "Deployment")}
+    deployments = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0] for d in by_kind(docs, "Deployment")
+    }
     assert deployments["locust-master"]["args"] == ["--master", "--host", f"http://embedserve:{PORT}"]
     assert deployments["locust-worker"]["args"] == ["--worker", "--master-host", "locust-master"]
     (service,) = by_kind(docs, "Service")

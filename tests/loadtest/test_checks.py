@@ -13,7 +13,10 @@ from loadtest.checks import embeddings_failure
 def body(count: int, dims: int, encoding: str = "float") -> dict:
     vectors = np.ones((count, dims), dtype="<f4")
     encode = (lambda v: base64.b64encode(v.tobytes()).decode()) if encoding == "base64" else (lambda v: v.tolist())
-    return {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)]}
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+    }
 
 
 @pytest.mark.parametrize("encoding", ["float", "base64"])

@@ -17,9 +17,31 @@ pytestmark = pytest.mark.slow
 def run_locust(server, tmp_path, *extra: str) -> tuple[dict, list[dict]]:
     prefix = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "locust", "--headless", "-u", "2", "-r", "2", "-t", "3s", "--host", server.url,
-         "--csv", str(prefix), "--backends", "onnx", "--batch-size", "4", *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "--headless",
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "3s",
+            "--host",
+            server.url,
+            "--csv",
+            str(prefix),
+            "--backends",
+            "onnx",
+            "--batch-size",
+            "4",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     with open(f"{prefix}_stats.csv") as handle:

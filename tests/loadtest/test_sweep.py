@@ -8,16 +8,24 @@ import json
 import pytest
 
 from loadtest.report import comparison_rows, write_report
-from loadtest.sweep import run_sweep
 from loadtest.settings import ReportSettings, SweepSettings
+from loadtest.sweep import run_sweep
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(server, tmp_path_factory):
-    settings = SweepSettings(host=server.url, backends=["torch", "onnx"], batch_sizes=[1, 4], concurrency=[2],
-                             profiles=["short"], duration=2.5, warmup=1, output=tmp_path_factory.mktemp("reports"))
+    settings = SweepSettings(
+        host=server.url,
+        backends=["torch", "onnx"],
+        batch_sizes=[1, 4],
+        concurrency=[2],
+        profiles=["short"],
+        duration=2.5,
+        warmup=1,
+        output=tmp_path_factory.mktemp("reports"),
+    )
     return run_sweep(settings)
 
 
@@ -38,7 +46,9 @@ def test_every_cell_is_written_with_positive_throughput_and_ordered_percentiles(
         assert cell["inputs_per_forward"] >= 1 and cell["worker_rss_peak_mb"] > 50
         assert 0 <= cell["locust_cpu_pct"] < 400
     env = document["environment"]
-    assert env["cpu_count"] >= 1 and env["packages"]["locust"] and env["server"]["backends"]["onnx"]["dimensions"] == 384
+    assert (
+        env["cpu_count"] >= 1 and env["packages"]["locust"] and env["server"]["backends"]["onnx"]["dimensions"] == 384
+    )
     assert document["sweep"]["batch_sizes"] == [1, 4]
     assert list((sweep_dir / "locust").glob("*_stats.csv")), "Locust's own CSV stats are kept"
 
@@ -55,7 +65,14 @@ def test_report_writes_html_and_plots_and_compares_runs(sweep_dir):
 
 
 def test_comparison_marks_a_slower_cell_as_a_regression():
-    cell = {"backend": "onnx", "profile": "short", "batch_size": 8, "concurrency": 4, "inputs_per_s": 100.0, "p99_ms": 50.0}
+    cell = {
+        "backend": "onnx",
+        "profile": "short",
+        "batch_size": 8,
+        "concurrency": 4,
+        "inputs_per_s": 100.0,
+        "p99_ms": 50.0,
+    }
     slower = {**cell, "inputs_per_s": 80.0}
     later_tail = {**cell, "p99_ms": 60.0}
     steady = {**cell, "inputs_per_s": 95.0, "p99_ms": 52.0}
@@ -65,8 +82,18 @@ def test_comparison_marks_a_slower_cell_as_a_regression():
 
 
 def test_find_max_reports_the_best_load_within_the_slo(server, tmp_path):
-    settings = SweepSettings(host=server.url, backends=["onnx"], batch_sizes=[2], profiles=["short"], find_max=True,
-                             slo_p99_ms=10_000, max_concurrency=2, duration=2, warmup=1, output=tmp_path)
+    settings = SweepSettings(
+        host=server.url,
+        backends=["onnx"],
+        batch_sizes=[2],
+        profiles=["short"],
+        find_max=True,
+        slo_p99_ms=10_000,
+        max_concurrency=2,
+        duration=2,
+        warmup=1,
+        output=tmp_path,
+    )
     document = json.loads((run_sweep(settings) / "results.json").read_text())
     (search,) = document["saturation"]
     assert search["tried"][0] == 1 and set(search["tried"]) <= {1, 2}

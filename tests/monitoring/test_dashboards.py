@@ -10,8 +10,12 @@ from server.metrics import server_metrics
 
 # Metric names the NVML collector and NVIDIA's dcgm-exporter export (not in ServerMetrics' attributes).
 GPU_METRICS = {
-    "embedserve_gpu_memory_used_bytes", "embedserve_gpu_memory_total_bytes", "embedserve_gpu_utilization_ratio",
-    "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_GPU_UTIL",
+    "embedserve_gpu_memory_used_bytes",
+    "embedserve_gpu_memory_total_bytes",
+    "embedserve_gpu_utilization_ratio",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_GPU_UTIL",
 }
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "le", "backend", "code", "gpu"}
 

@@ -28,8 +28,12 @@ def test_names_follow_prometheus_conventions():
 def test_one_batch_records_requests_passes_inputs_tokens_and_padding():
     labels = {"backend": "unit-test", "model": "m"}
     before = REGISTRY.get_sample_value("embedserve_inputs_total", labels) or 0.0
-    stats = ForwardStats([ForwardPass(inputs=3, real_tokens=30, padded_tokens=40, seconds=0.01),
-                          ForwardPass(inputs=1, real_tokens=8, padded_tokens=8, seconds=0.002)])
+    stats = ForwardStats(
+        [
+            ForwardPass(inputs=3, real_tokens=30, padded_tokens=40, seconds=0.01),
+            ForwardPass(inputs=1, real_tokens=8, padded_tokens=8, seconds=0.002),
+        ]
+    )
     server_metrics().observe_batch("unit-test", "m", waits=[0.004, 0.02], stats=stats, inference_seconds=0.013)
 
     value = lambda name, **extra: REGISTRY.get_sample_value(name, {**labels, **extra})  # noqa: E731
@@ -51,10 +55,15 @@ def test_response_counts_by_code_and_times_by_status_class():
     metrics.observe_response("unit-test", "m", 200, 0.3)
     labels = {"backend": "unit-test", "model": "m"}
     assert REGISTRY.get_sample_value("embedserve_requests_total", {**labels, "code": "503"}) == 1
-    assert REGISTRY.get_sample_value(
-        "embedserve_request_duration_seconds_count", {**labels, "status_class": "5xx"}) == 1
-    assert REGISTRY.get_sample_value(
-        "embedserve_request_duration_seconds_bucket", {**labels, "status_class": "2xx", "le": "0.25"}) == 0
+    assert (
+        REGISTRY.get_sample_value("embedserve_request_duration_seconds_count", {**labels, "status_class": "5xx"}) == 1
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "embedserve_request_duration_seconds_bucket", {**labels, "status_class": "2xx", "le": "0.25"}
+        )
+        == 0
+    )
 
 
 def test_memory_sample_is_this_process_rss():
@@ -62,7 +71,8 @@ def test_memory_sample_is_this_process_rss():
 
     server_metrics().sample_memory("worker", "unit-test", "m")
     rss = REGISTRY.get_sample_value(
-        "embedserve_process_resident_memory_bytes", {"role": "worker", "backend": "unit-test", "model": "m"})
+        "embedserve_process_resident_memory_bytes", {"role": "worker", "backend": "unit-test", "model": "m"}
+    )
     assert rss == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
 
 

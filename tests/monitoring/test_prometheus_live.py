@@ -18,15 +18,17 @@ import requests
 import yaml
 
 from loadtest.corpus import texts
+from loadtest.launcher import free_port
 from loadtest.server_metrics import MetricsSnapshot
 from monitoring.dashboards import DASHBOARD_DIR, GPU_PANELS, panel_queries
-from loadtest.launcher import free_port
 from tests.helpers import MODEL, ROOT, start_server
 
 pytestmark = pytest.mark.slow
 BACKENDS = ["torch", "onnx", "openvino"]
 PROMETHEUS = shutil.which("prometheus")
-HAS_GPU = shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+HAS_GPU = (
+    shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+)
 
 
 def embed(url: str, backend: str, body: dict) -> int:
@@ -50,7 +52,10 @@ def test_counts_from_every_process_add_up_to_the_requests_sent(exported, tmp_pat
         assert embed(server.url, "onnx", {"model": MODEL, "input": []}) == 400
         for _ in range(3):  # each scrape may land on either front process
             after = MetricsSnapshot.scrape(server.url)
-            delta = lambda name, **labels: after.since(before, name, **labels)  # noqa: E731
+
+            def delta(name: str, after: MetricsSnapshot = after, **labels: str) -> float:
+                return after.since(before, name, **labels)
+
             assert delta("embedserve_requests_total", backend="onnx", code="200") == 24
             assert delta("embedserve_requests_total", backend="onnx", code="404") == 1
             assert delta("embedserve_requests_total", backend="onnx", code="400") == 1
@@ -80,9 +85,15 @@ class PrometheusProcess:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = (workdir / "prometheus.log").open("w")
         self.process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                PROMETHEUS,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address={self.url.removeprefix('http://')}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 60) -> PrometheusProcess:

@@ -1,5 +1,6 @@
 import asyncio
 import base64
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -81,5 +82,4 @@ def test_a_crash_becomes_a_500_without_the_exception_text():
 
 
 class _FakeRequest:
-    class url:
-        path = "/x"
+    url = SimpleNamespace(path="/x")

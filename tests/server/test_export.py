@@ -9,7 +9,9 @@ def test_artefacts_are_keyed_by_model_runtime_and_variant(tmp_path):
     assert hub == tmp_path / "org--name" / "onnx-int8"
     local_a, local_b = tmp_path / "a" / "model", tmp_path / "b" / "model"
     local_a.mkdir(parents=True), local_b.mkdir(parents=True)
-    assert artefact_dir(tmp_path, str(local_a), "openvino", "none") != artefact_dir(tmp_path, str(local_b), "openvino", "none")
+    assert artefact_dir(tmp_path, str(local_a), "openvino", "none") != artefact_dir(
+        tmp_path, str(local_b), "openvino", "none"
+    )
 
 
 def test_missing_artefact_without_export_names_the_command(tmp_path, minilm_dir):

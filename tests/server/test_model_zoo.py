@@ -40,7 +40,7 @@ def references(zoo) -> dict:
     for key, path in zoo.items():
         model = SentenceTransformer(str(path), device="cpu")
         for input_type in (None, "query", "document"):
-            prompt = input_type if input_type in model.prompts and model.prompts[input_type] else None
+            prompt = input_type if model.prompts.get(input_type) else None
             out[key, input_type] = model.encode(TEXTS, prompt_name=prompt, convert_to_numpy=True)
     return out
 
@@ -94,12 +94,12 @@ def test_bge_m3_sparse_lexical_weights_match_the_flagembedding_formula(zoo, zoo_
     model = AutoModel.from_pretrained(path).eval()
     head = torch.load(path / "sparse_linear.pt")
     special = set(AutoTokenizer.from_pretrained(path).all_special_ids)
-    for row, token_ids in zip(encoded.sparse, ids):
+    for row, token_ids in zip(encoded.sparse, ids, strict=True):
         with torch.no_grad():
             hidden = model(input_ids=torch.tensor([token_ids])).last_hidden_state[0]
         weights = torch.relu(hidden @ head["weight"].T + head["bias"]).squeeze(-1).tolist()
         expected: dict[int, float] = {}
-        for token, weight in zip(token_ids, weights):
+        for token, weight in zip(token_ids, weights, strict=True):
             if token not in special and weight > expected.get(token, 0.0):
                 expected[token] = weight
         assert row.keys() == expected.keys()
@@ -120,6 +120,7 @@ def test_sparse_and_dense_requests_served_together(zoo, zoo_cache, tmp_path):
     path = zoo["xlm-roberta"]
     server = start_server(zoo_cache, tmp_path, "--model", str(path), "--backends", "onnx", "--batch-timeout-ms", "50")
     try:
+
         def post(encoding_format: str) -> dict:
             body = {"model": str(path), "input": TEXTS[:3], "encoding_format": encoding_format}
             return requests.post(f"{server.url}/v1/embeddings", json=body, timeout=60).json()
@@ -135,7 +136,7 @@ def test_sparse_and_dense_requests_served_together(zoo, zoo_cache, tmp_path):
     expected = embedder.encode(embedder.tokenize_texts(TEXTS[:3]).ids, sparse=True)
     for reply in replies[0::2]:
         assert [item["object"] for item in reply["data"]] == ["sparse_embedding"] * 3
-        for item, row in zip(reply["data"], expected.sparse):
+        for item, row in zip(reply["data"], expected.sparse, strict=True):
             assert item["embedding"]["indices"] == sorted(row)
             assert np.allclose(item["embedding"]["values"], [row[t] for t in sorted(row)], rtol=1e-4)
     for reply in replies[1::2]:
@@ -214,14 +215,18 @@ def test_mixed_text_and_image_request_and_bad_images(image_text, tmp_path):
         url = f"{server.url}/v1/embeddings"
         mixed = ["a photo of stripes", uri(picture(0)), "a gradient", uri(picture(1))]
         reply = requests.post(url, json={"model": str(path), "input": mixed}, timeout=60).json()
-        bad = requests.post(url, json={"model": str(path), "input": ["ok", "data:image/png;base64,bm9wZQ=="]}, timeout=60)
+        bad = requests.post(
+            url, json={"model": str(path), "input": ["ok", "data:image/png;base64,bm9wZQ=="]}, timeout=60
+        )
     finally:
         server.stop()
     vectors = np.array([item["embedding"] for item in reply["data"]])
     embedder = Embedder(EngineSettings(model=str(path)), "torch")
     expected_texts = embedder.embed_texts([mixed[0], mixed[2]])
     expected_images = embedder.embed_images([embedder.image_processing(picture(k)) for k in (0, 1)]).dense
-    assert np.allclose(vectors[[0, 2]], expected_texts, atol=1e-5) and np.allclose(vectors[[1, 3]], expected_images, atol=1e-5)
+    assert np.allclose(vectors[[0, 2]], expected_texts, atol=1e-5) and np.allclose(
+        vectors[[1, 3]], expected_images, atol=1e-5
+    )
     assert reply["usage"]["prompt_tokens"] == sum(len(ids) for ids in embedder.tokenize_texts([mixed[0], mixed[2]]).ids)
     assert bad.status_code == 400
     error = bad.json()["error"]

@@ -6,7 +6,6 @@ import pytest
 from loadtest.corpus import varied_texts
 from server.engine.embedder import Embedder
 from server.settings import EngineSettings
-
 from tests.helpers import MODEL
 
 pytestmark = pytest.mark.slow

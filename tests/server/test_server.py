@@ -96,7 +96,12 @@ ERROR_CASES = [
     ("token id out of vocab", {"input": [[1, 99999999]], "model": MODEL}, 400, "input"),
     ("unknown model", {"input": "a", "model": "gpt-4"}, 404, "model"),
     ("image to a text model", {"input": ["a", "data:image/png;base64,iVBORw0KGgo="], "model": MODEL}, 400, "input"),
-    ("sparse without a sparse head", {"input": "a", "model": MODEL, "encoding_format": "sparse"}, 400, "encoding_format"),
+    (
+        "sparse without a sparse head",
+        {"input": "a", "model": MODEL, "encoding_format": "sparse"},
+        400,
+        "encoding_format",
+    ),
     ("missing model", {"input": "a"}, 400, "model"),
 ]
 
@@ -137,7 +142,9 @@ def test_malformed_bodies_and_unknown_paths(server, path, data, status):
 
 def test_body_over_limit_is_413(server):
     huge = json.dumps({"input": ["x" * 1000] * 20000, "model": MODEL})  # ~20 MB > 16 MiB default
-    response = requests.post(f"{server.url}/onnx/v1/embeddings", data=huge, headers={"Content-Type": "application/json"})
+    response = requests.post(
+        f"{server.url}/onnx/v1/embeddings", data=huge, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
 
@@ -151,7 +158,7 @@ def test_64_concurrent_requests_each_get_their_own_embeddings(server, reference)
         size = 1 + n % 5
         jobs.append((BACKENDS[n % 3], texts[offset : offset + size]))
         offset = (offset + size) % (len(texts) - 5)
-    expected = {t: v for t, v in zip(texts, reference(texts))}
+    expected = {t: v for t, v in zip(texts, reference(texts), strict=True)}
 
     def call(job):
         backend, inputs = job
@@ -173,7 +180,9 @@ def test_64_concurrent_requests_each_get_their_own_embeddings(server, reference)
 
 def test_onnx_only_server_runs_without_torch_and_sheds_load(exported, tmp_path):
     """No process of an ONNX-only server maps libtorch; a full queue answers 503 + Retry-After at once."""
-    onnx_server = start_server(exported, tmp_path, "--backends", "onnx", "--max-queue", "2", "--max-batch-requests", "1")
+    onnx_server = start_server(
+        exported, tmp_path, "--backends", "onnx", "--max-queue", "2", "--max-batch-requests", "1"
+    )
     try:
         for pid in onnx_server.child_pids():
             maps = Path(f"/proc/{pid}/maps")
@@ -181,7 +190,9 @@ def test_onnx_only_server_runs_without_torch_and_sheds_load(exported, tmp_path):
                 assert "libtorch" not in maps.read_text(), f"pid {pid} loaded torch"
         body = {"input": varied_texts(64, seed=3), "model": MODEL}
         with ThreadPoolExecutor(max_workers=16) as pool:
-            responses = list(pool.map(lambda _: requests.post(f"{onnx_server.url}/v1/embeddings", json=body), range(16)))
+            responses = list(
+                pool.map(lambda _: requests.post(f"{onnx_server.url}/v1/embeddings", json=body), range(16))
+            )
         statuses = [r.status_code for r in responses]
         assert 503 in statuses and 200 in statuses, statuses
         shed = next(r for r in responses if r.status_code == 503)

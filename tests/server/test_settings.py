@@ -1,10 +1,10 @@
 import subprocess
 import sys
 
+import pytest
+
 from server.backends.base import BackendVariant
 from server.settings import ServeSettings
-
-import pytest
 
 
 def test_environment_and_yaml_feed_the_same_settings(tmp_path, monkeypatch):

@@ -31,21 +31,34 @@ class Family:
 FAMILIES = {
     "bert": Family("sentence-transformers/all-MiniLM-L6-v2", "BertConfig", "mean"),
     "gemma3": Family(
-        "google/embeddinggemma-300m", "Gemma3TextConfig", "mean",
-        extra_config={"num_key_value_heads": 1, "head_dim": 16, "use_bidirectional_attention": True,
-                      "sliding_window": 512, "query_pre_attn_scalar": 16},
+        "google/embeddinggemma-300m",
+        "Gemma3TextConfig",
+        "mean",
+        extra_config={
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "use_bidirectional_attention": True,
+            "sliding_window": 512,
+            "query_pre_attn_scalar": 16,
+        },
         dense=((HIDDEN, 4 * HIDDEN), (4 * HIDDEN, HIDDEN)),
         prompts={"query": "task: search result | query: ", "document": "title: none | text: "},
     ),
     "qwen3": Family(
-        "Qwen/Qwen3-Embedding-0.6B", "Qwen3Config", "lasttoken",
+        "Qwen/Qwen3-Embedding-0.6B",
+        "Qwen3Config",
+        "lasttoken",
         extra_config={"num_key_value_heads": 2, "head_dim": 16},
-        prompts={"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"},
+        prompts={
+            "query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
+        },
         padding_side="left",
     ),
     "xlm-roberta": Family("BAAI/bge-m3", "XLMRobertaConfig", "cls", sparse_head=True),
     "modernbert": Family(
-        "lightonai/modernbert-embed-large", "ModernBertConfig", "mean",
+        "lightonai/modernbert-embed-large",
+        "ModernBertConfig",
+        "mean",
         prompts={"query": "search_query: ", "document": "search_document: "},
     ),
 }
@@ -60,8 +73,14 @@ def build_tiny_model(family: Family, out: Path, tokenizer_dir: Path, seed: int =
     # initializer_range 0.2, not 0.02: with near-zero weights a tiny model's CLS vector barely depends on the text,
     # and parity checks on near-identical vectors would prove nothing.
     config = getattr(transformers, family.config_class)(
-        vocab_size=30522, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=512, pad_token_id=0, initializer_range=0.2,
+        vocab_size=30522,
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        initializer_range=0.2,
         **family.extra_config,
     )
     transformers.AutoModel.from_config(config).save_pretrained(out)
@@ -76,36 +95,61 @@ def build_tiny_model(family: Family, out: Path, tokenizer_dir: Path, seed: int =
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     pooling_dir = out / "1_Pooling"
     pooling_dir.mkdir()
-    pooling_dir.joinpath("config.json").write_text(json.dumps({
-        "word_embedding_dimension": HIDDEN,
-        "pooling_mode_cls_token": family.pooling == "cls",
-        "pooling_mode_mean_tokens": family.pooling == "mean",
-        "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-        "pooling_mode_weightedmean_tokens": False,
-        "pooling_mode_lasttoken": family.pooling == "lasttoken",
-        "include_prompt": True,
-    }))
+    pooling_dir.joinpath("config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": HIDDEN,
+                "pooling_mode_cls_token": family.pooling == "cls",
+                "pooling_mode_mean_tokens": family.pooling == "mean",
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+                "pooling_mode_weightedmean_tokens": False,
+                "pooling_mode_lasttoken": family.pooling == "lasttoken",
+                "include_prompt": True,
+            }
+        )
+    )
     modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
     for index, (in_features, out_features) in enumerate(family.dense, start=2):
         dense_dir = out / f"{index}_Dense"
         dense_dir.mkdir()
-        dense_dir.joinpath("config.json").write_text(json.dumps(
-            {"in_features": in_features, "out_features": out_features, "bias": False, "activation_function": IDENTITY}
-        ))
-        save_file({"linear.weight": torch.randn(out_features, in_features) / in_features**0.5},
-                  str(dense_dir / "model.safetensors"))
-        modules.append({"idx": index, "name": str(index), "path": dense_dir.name, "type": "sentence_transformers.models.Dense"})
+        dense_dir.joinpath("config.json").write_text(
+            json.dumps(
+                {
+                    "in_features": in_features,
+                    "out_features": out_features,
+                    "bias": False,
+                    "activation_function": IDENTITY,
+                }
+            )
+        )
+        save_file(
+            {"linear.weight": torch.randn(out_features, in_features) / in_features**0.5},
+            str(dense_dir / "model.safetensors"),
+        )
+        modules.append(
+            {"idx": index, "name": str(index), "path": dense_dir.name, "type": "sentence_transformers.models.Dense"}
+        )
     if family.sparse_head:
-        torch.save({"weight": torch.randn(1, HIDDEN) / HIDDEN**0.5, "bias": torch.tensor([0.05])}, out / "sparse_linear.pt")
+        torch.save(
+            {"weight": torch.randn(1, HIDDEN) / HIDDEN**0.5, "bias": torch.tensor([0.05])}, out / "sparse_linear.pt"
+        )
     normalize = len(modules)
-    modules.append({"idx": normalize, "name": str(normalize), "path": f"{normalize}_Normalize",
-                    "type": "sentence_transformers.models.Normalize"})
+    modules.append(
+        {
+            "idx": normalize,
+            "name": str(normalize),
+            "path": f"{normalize}_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        }
+    )
     (out / "modules.json").write_text(json.dumps(modules, indent=2))
-    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": False}))
-    (out / "config_sentence_transformers.json").write_text(json.dumps(
-        {"prompts": family.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}
-    ))
+    (out / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": False})
+    )
+    (out / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": family.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    )
     return out
 
 
