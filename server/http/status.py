@@ -1,4 +1,4 @@
-"""Per-backend load state shared between inference workers and HTTP processes, and the routes that read it.
+"""The status routes, /health, /ready and /v1/models, and the per-backend load state they read.
 
 Each backend's worker writes its state once (ready or failed, with details); /ready and /v1/models read it from
 any HTTP process. Shared memory, because LitServe spawns the workers and forks the HTTP servers.

@@ -69,3 +69,23 @@ def test_wrong_dimension_is_a_failure_with_its_reason(server, tmp_path):
 def test_requested_dimensions_are_checked_against_the_response(server, tmp_path):
     row, failures = run_locust(server, tmp_path, "--dimensions", "128")
     assert int(row["Request Count"]) > 0 and int(row["Failure Count"]) == 0, failures
+
+
+def test_the_locustfile_runs_one_user_in_process_for_debugging(server):
+    """`python loadtest/locustfile.py` runs Locust's run_single_user, printing each request as it completes."""
+    process = subprocess.Popen(
+        [sys.executable, "loadtest/locustfile.py", "--host", server.url, "--backends", "onnx", "--batch-size", "2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(8)]
+    finally:
+        process.kill()
+        process.wait()
+    # PrintListener's columns: type, name, response ms, exception (empty when the response passed its checks)
+    requests_printed = [line.rstrip("\n").split("\t") for line in lines if "/onnx/v1/embeddings" in line]
+    assert len(requests_printed) >= 3, lines
+    assert all(fields[0].strip() == "POST" and fields[3].strip() == "" for fields in requests_printed), lines
