@@ -123,13 +123,21 @@ class ServeSettings(EngineSettings):
     port: int = Field(8000, ge=1024, le=65535, description="HTTP port")
     api_servers: int = Field(1, ge=1, description="HTTP front processes")
     max_batch_requests: int = Field(32, ge=1, description="requests merged into one dynamic batch")
-    batch_timeout_ms: float = Field(2.0, ge=0, description="how long a batch waits for more requests")
+    batch_timeout_ms: float = Field(
+        0.0,
+        ge=0,
+        description="how long a batch waits for more requests after the first; 0: it takes what is queued (requests "
+        "that arrive while a batch runs form the next one)",
+    )
     max_queue: int = Field(
         256, ge=1, description="requests in flight per backend (per HTTP process); beyond it: 503 + Retry-After"
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body limit; beyond it: 413")
     max_request_tokens: int = Field(300_000, ge=1, description="tokens per request (OpenAI: 300000)")
     request_timeout_s: float = Field(60.0, gt=0, description="longest a request may wait in the queue")
+    gzip_responses: bool = Field(
+        False, description="gzip responses for clients that accept it (level 1; costs CPU in the HTTP process)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="server log level")
     allow_image_urls: bool = Field(
         False, description="image-text models: fetch http(s) image URLs in `input` (off: only data:image/ URIs)"

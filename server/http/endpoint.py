@@ -17,6 +17,7 @@ from server.engine.embedder import Embedder
 from server.engine.errors import EmbeddingRejected
 from server.engine.requests import PreparedQuery, QueryResult, RequestLimits, embed_queries, prepare_query
 from server.http.errors import OpenAIError, error_response, from_rejection
+from server.http.litserver import DrainingBatchLoop
 from server.http.schemas import EmbeddingRequest, embeddings_response
 from server.http.status import BackendStatus
 from server.metrics import server_metrics, start_memory_sampler
@@ -46,6 +47,7 @@ class EmbeddingAPI(ls.LitAPI):
             max_batch_size=settings.max_batch_requests,
             batch_timeout=settings.batch_timeout_ms / 1000,
             api_path=embeddings_path(backend),
+            loop=DrainingBatchLoop() if settings.max_batch_requests > 1 else "auto",
         )
         self.settings = settings
         self.backend = backend
@@ -75,6 +77,9 @@ class EmbeddingAPI(ls.LitAPI):
             runtime.device if runtime else "",
             runtime.peak_device_memory_bytes() if runtime else None,
         )
+
+    async def authorize(self) -> None:
+        """Every request is allowed. An async dependency: LitServe's default is a sync one, run in a thread."""
 
     def decode_request(self, request: EmbeddingRequest) -> Job | OpenAIError:
         """Checks and tokenizes; errors are returned, not raised: in a batched loop a raise fails the whole batch."""

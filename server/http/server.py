@@ -6,7 +6,6 @@ import signal
 import tempfile
 from pathlib import Path
 
-import litserve as ls
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
@@ -14,13 +13,14 @@ from server.backends.base import BackendVariant
 from server.http.admission import AdmissionMiddleware
 from server.http.endpoint import EmbeddingAPI, embeddings_path
 from server.http.errors import install_error_handlers
+from server.http.litserver import EmbeddingServer
 from server.http.metrics_route import RequestMetricsMiddleware, install_metrics_route
 from server.http.status import BackendStatus, install_status_routes
 from server.metrics import use_multiprocess_dir
 from server.settings import ServeSettings
 
 
-def build_server(settings: ServeSettings) -> ls.LitServer:
+def build_server(settings: ServeSettings) -> EmbeddingServer:
     backends = [BackendVariant.parse(name).name for name in settings.backends]
     if len(set(backends)) != len(backends):
         raise ValueError(f"a backend is listed twice: {settings.backends}")
@@ -28,8 +28,9 @@ def build_server(settings: ServeSettings) -> ls.LitServer:
         raise ValueError(f"default backend {settings.default_backend_name!r} is not among {backends}")
     statuses = {name: BackendStatus.create() for name in backends}
     apis = [EmbeddingAPI(settings, name, statuses[name]) for name in backends]
-    server = ls.LitServer(
+    server = EmbeddingServer(
         apis,
+        gzip_responses=settings.gzip_responses,
         accelerator="cpu",  # each backend picks its own device in setup(); LitServe only schedules processes
         workers_per_device=1,
         timeout=settings.request_timeout_s,

@@ -1,0 +1,117 @@
+"""What embedserve changes in LitServe (server/http/litserver.py): a batching loop that blocks instead of polling,
+pipe queues with one reader thread, and no gzip unless asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import queue
+import threading
+import time
+import types
+
+import psutil
+import pytest
+import requests
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+
+from server.http import litserver
+from server.http.litserver import DrainingBatchLoop, PipeTransport
+from tests.helpers import MODEL, start_server
+
+
+def api(max_batch_size: int = 8, batch_timeout: float = 0.0, request_timeout: float = 30.0):
+    return types.SimpleNamespace(
+        max_batch_size=max_batch_size, batch_timeout=batch_timeout, request_timeout=request_timeout
+    )
+
+
+def request(uid: str, age: float = 0.0) -> tuple:
+    return (0, uid, time.monotonic() - age, {"input": uid})
+
+
+def test_the_loop_takes_everything_already_queued_up_to_the_batch_size():
+    requests_queue: queue.Queue = queue.Queue()
+    for number in range(11):
+        requests_queue.put(request(f"r{number}"))
+    batch, timed_out = DrainingBatchLoop().get_batch_requests(api(max_batch_size=8), requests_queue, None)
+    assert [uid for _, uid, _ in batch] == [f"r{n}" for n in range(8)] and timed_out == []
+    batch, _ = DrainingBatchLoop().get_batch_requests(api(max_batch_size=8), requests_queue, None)
+    assert [uid for _, uid, _ in batch] == ["r8", "r9", "r10"]
+
+
+def test_a_request_that_waited_past_the_timeout_is_set_apart_and_the_sentinel_stops_the_loop():
+    requests_queue: queue.Queue = queue.Queue()
+    requests_queue.put(request("stale", age=5.0))
+    requests_queue.put(request("fresh"))
+    batch, timed_out = DrainingBatchLoop().get_batch_requests(api(request_timeout=1.0), requests_queue, None)
+    assert [uid for _, uid, _ in batch] == ["fresh"] and timed_out == [(0, "stale")]
+    requests_queue.put(_SENTINEL_VALUE)
+    with pytest.raises(_StopLoopError):
+        DrainingBatchLoop().get_batch_requests(api(), requests_queue, None)
+
+
+def test_the_loop_waits_for_more_only_with_a_batch_timeout(monkeypatch):
+    monkeypatch.setattr(litserver, "IDLE_WAKE_SECONDS", 0.05)
+    assert DrainingBatchLoop().get_batch_requests(api(), queue.Queue(), None) == ([], [])
+
+    def late_arrival(timeout: float) -> list[str]:
+        requests_queue: queue.Queue = queue.Queue()
+        requests_queue.put(request("first"))
+        threading.Timer(0.05, requests_queue.put, args=(request("late"),)).start()
+        batch, _ = DrainingBatchLoop().get_batch_requests(api(batch_timeout=timeout), requests_queue, None)
+        time.sleep(0.1)  # let the timer fire before the queue goes away
+        return [uid for _, uid, _ in batch]
+
+    assert late_arrival(0.0) == ["first"]
+    assert late_arrival(2.0) == ["first", "late"]
+
+
+def test_pipe_transport_hands_every_response_to_the_event_loop_in_order():
+    import multiprocessing as mp
+
+    responses = mp.get_context("spawn").Queue()
+    transport = PipeTransport(None, [responses])
+    for number in range(50):
+        responses.put(("uid", number))
+
+    async def receive() -> list:
+        return [await asyncio.wait_for(transport.areceive(0), timeout=10) for _ in range(50)]
+
+    assert [number for _, number in asyncio.run(receive())] == list(range(50))
+
+
+@pytest.mark.slow
+def test_an_idle_server_blocks_instead_of_polling_and_answers_without_gzip(exported, tmp_path):
+    """LitServe's polling loop woke every worker a thousand times a second; an idle worker now sleeps in a blocking
+    read (a few wake-ups a second: its memory sampler and the idle check)."""
+    server = start_server(exported, tmp_path, "--backends", "onnx,openvino")
+    try:
+        body = {"model": MODEL, "input": ["a text long enough to be worth compressing"] * 8}
+        answer = requests.post(f"{server.url}/onnx/v1/embeddings", json=body, headers={"Accept-Encoding": "gzip"})
+        assert answer.status_code == 200 and "content-encoding" not in answer.headers
+        time.sleep(2)
+        workers = [p for p in psutil.Process(server.process.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+        workers = [p for p in workers if "resource_tracker" not in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        before = [p.num_ctx_switches().voluntary for p in workers]
+        time.sleep(3)
+        wakeups = [(p.num_ctx_switches().voluntary - b) / 3 for p, b in zip(workers, before, strict=True)]
+    finally:
+        server.stop()
+    assert all(rate < 50 for rate in wakeups), f"voluntary context switches per second: {wakeups}"
+
+
+@pytest.mark.slow
+def test_gzip_when_asked_for(exported, tmp_path):
+    server = start_server(exported, tmp_path, "--backends", "onnx", "--gzip-responses", "true")
+    try:
+        body = {"model": MODEL, "input": ["a text long enough to be worth compressing"] * 8}
+        url = f"{server.url}/onnx/v1/embeddings"
+        zipped = requests.post(url, json=body, headers={"Accept-Encoding": "gzip"}, stream=True)
+        raw = zipped.raw.read(decode_content=False)
+        plain = requests.post(url, json=body, headers={"Accept-Encoding": "identity"})
+    finally:
+        server.stop()
+    assert zipped.headers["content-encoding"] == "gzip" and len(raw) < len(plain.content)
+    assert gzip.decompress(raw) == plain.content
