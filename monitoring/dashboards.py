@@ -213,6 +213,24 @@ def embedserve_dashboard() -> dashboard.Dashboard:
         )
     )
     board = board.with_panel(
+        time_series(
+            "Server CPU by process role",
+            "short",
+            [
+                query(
+                    f'sum by (backend) (rate(embedserve_process_cpu_seconds{{{SERVED}, role="worker"}}[{WINDOW}]))',
+                    "worker {{backend}}",
+                ),
+                query(
+                    f'sum by (role) (rate(embedserve_process_cpu_seconds{{{INSTANCE}, role!="worker"}}[{WINDOW}]))',
+                    "{{role}}",
+                ),
+            ],
+            "Cores in use: each backend's inference worker, and the server's own machinery (HTTP front, LitServe's "
+            "manager, the main process); what the server costs beside the framework",
+        )
+    )
+    board = board.with_panel(
         stat.Panel()
         .title("Model load time")
         .description("Seconds each backend took to load (export included on first use)")

@@ -33,7 +33,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 INPUT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 TOKEN_BUCKETS = tuple(2**power for power in range(4, 18))  # 16 ... 131072 padded tokens per pass
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-MEMORY_SAMPLE_SECONDS = 1.0
+PROCESS_SAMPLE_SECONDS = 1.0
 
 
 def use_multiprocess_dir(directory: Path) -> None:
@@ -121,11 +121,19 @@ class ServerMetrics:
             [*served, "version", "python", "runtime", "runtime_version", "device"],
             multiprocess_mode="max",
         )
-        # Memory: each process samples its own RSS; the accelerator allocator's peak where the runtime tells it.
+        # Each process samples itself (`start_process_sampler`): what the server's own machinery costs, by role.
+        process = ["role", *served]
         self.resident_memory = Gauge(
             "embedserve_process_resident_memory_bytes",
-            "Resident memory of the server's processes, by role (http, worker) and backend",
-            ["role", *served],
+            "Resident memory of the server's processes, by role (main, manager, http, worker) and backend",
+            process,
+            multiprocess_mode="livesum",
+        )
+        self.cpu_seconds = Gauge(
+            "embedserve_process_cpu_seconds",
+            "CPU seconds (user + system) the server's live processes used since they started, by role (main, "
+            "manager, http, worker) and backend; rate() gives cores in use",
+            process,
             multiprocess_mode="livesum",
         )
         self.device_memory_peak = Gauge(
@@ -166,12 +174,15 @@ class ServerMetrics:
             self.inputs.labels(backend, model).inc(forward.inputs)
             self.tokens.labels(backend, model).inc(forward.real_tokens)
 
-    def sample_memory(
-        self, role: str, backend: str = "", model: str = "", device: str = "", device_peak: int | None = None
-    ) -> None:
-        self.resident_memory.labels(role, backend, model).set(psutil.Process().memory_info().rss)
-        if device_peak is not None:
-            self.device_memory_peak.labels(backend, model, device).set(device_peak)
+    def sample_process(self, role: str, backend: str = "", model: str = "") -> None:
+        process = psutil.Process()
+        times = process.cpu_times()
+        self.resident_memory.labels(role, backend, model).set(process.memory_info().rss)
+        self.cpu_seconds.labels(role, backend, model).set(times.user + times.system)
+
+    def sample_device_memory(self, backend: str, model: str, device: str, peak: int | None) -> None:
+        if peak is not None:
+            self.device_memory_peak.labels(backend, model, device).set(peak)
 
 
 @functools.cache
@@ -179,18 +190,24 @@ def server_metrics() -> ServerMetrics:
     return ServerMetrics()
 
 
-def start_memory_sampler(sample: Callable[[], None]) -> threading.Thread:
-    """Samples memory in the background, so a worker busy in a long forward pass still reports it."""
+def start_process_sampler(
+    role: str, backend: str = "", model: str = "", also: Callable[[], None] | None = None
+) -> threading.Thread:
+    """Samples this process's CPU and memory (and `also`) every second in the background, so that a worker busy in a
+    long forward pass still reports them."""
 
     def loop() -> None:
+        metrics = server_metrics()
         while True:
             try:
-                sample()
-            except Exception:
-                log.exception("memory sample failed")
-            time.sleep(MEMORY_SAMPLE_SECONDS)
+                metrics.sample_process(role, backend, model)
+                if also:
+                    also()
+            except Exception:  # one failed sample must not end the sampling
+                log.exception("process sample failed")
+            time.sleep(PROCESS_SAMPLE_SECONDS)
 
-    thread = threading.Thread(target=loop, name="embedserve-memory-sampler", daemon=True)
+    thread = threading.Thread(target=loop, name=f"embedserve-{role}-sampler", daemon=True)
     thread.start()
     return thread
 

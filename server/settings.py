@@ -98,7 +98,11 @@ class EngineSettings(SettingsBase):
     max_tokens: int | None = Field(
         None, ge=1, description="cap on tokens per input, below the model's own limit (default: the model's limit)"
     )
-    max_batch_tokens: int = Field(16384, ge=1, description="token budget of one forward pass (padded length x inputs)")
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="token budget of one forward pass (padded length x inputs); default 2048 on CPU, 32768 on CUDA",
+    )
     max_batch_inputs: int = Field(256, ge=1, description="most inputs in one forward pass")
     cpu_threads: int | None = Field(None, ge=1, description="intra-op threads per backend (default: runtime's own)")
     openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field("LATENCY", description="OpenVINO performance hint")

@@ -53,6 +53,8 @@ class Backend(Protocol):
     #: the exported format load() wants ("onnx", "openvino"), or None for the model's own folder (torch)
     artefact: str | None
     quantize: Quantization
+    #: the runtime compiles or caches kernels per input shape, so the engine pads lengths to a few buckets
+    caches_per_shape: bool
 
     def load(self, files: Path, settings: EngineSettings, device: str) -> None:
         """Load from `files`: the model's folder, or the artefact folder the engine resolved for `artefact`."""

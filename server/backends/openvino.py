@@ -13,6 +13,7 @@ from server.settings import EngineSettings
 
 class OpenVinoBackend:
     artefact = "openvino"
+    caches_per_shape = True  # compiled kernels per shape (CPU_RUNTIME_CACHE): memory grows with every new one
     runtime = ("openvino", ov.__version__.partition("-")[0])
 
     def __init__(self, quantize: Quantization = "none") -> None:

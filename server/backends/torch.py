@@ -18,6 +18,7 @@ class TorchBackend:
     name = "torch"
     artefact = None  # transformers reads the model's own folder
     quantize = "none"
+    caches_per_shape = True  # oneDNN primitives per shape
     runtime = ("torch", torch.__version__)
 
     def __init__(self) -> None:

@@ -1,7 +1,7 @@
 """Turning many inputs into forward passes: sort by length, cut by a token budget, pad.
 
 Padded cost, not input count, is what a forward pass pays in memory and time, so the budget counts
-`longest input x inputs` of each batch. Sorting by length first keeps the padding small.
+`padded length x inputs` of each batch. Sorting by length first keeps the padding small.
 """
 
 from __future__ import annotations
@@ -11,8 +11,19 @@ import numpy as np
 from server.backends.base import TokenBatch
 
 
+def bucket_length(length: int, limit: int) -> int:
+    """`length` rounded up to one of four sizes per doubling (..., 16, 20, 24, 28, 32, 40, ..., 256, 320, ...), at
+    most `limit`.
+
+    Runtimes that compile or cache kernels per input shape (OpenVINO, PyTorch's oneDNN) then see a bounded set of
+    shapes, and their memory stops growing with every new length. It costs less than 1/4 more padding, 1/8 typically.
+    """
+    granule = 1 << max(0, length.bit_length() - 3)
+    return min(-(-length // granule) * granule, max(limit, length))
+
+
 def plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_inputs: int) -> list[list[int]]:
-    """Group input indices into batches whose padded size stays within the budget.
+    """Group input indices into batches whose padded size stays within the budget (`lengths`: padded lengths).
 
     An input longer than the whole budget still gets a batch of its own: refusing it here would lose an input
     that the API already accepted (the per-input token limit is enforced earlier, at the API).
@@ -35,7 +46,7 @@ def plan_batches(lengths: list[int], max_batch_tokens: int, max_batch_inputs: in
 def pad_batch(
     id_lists: list[list[int]], pad_id: int, padding_side: str = "right", length: int | None = None
 ) -> TokenBatch:
-    """Pad to the batch's longest input, or to `length` for models trained on fixed-length text (SigLIP)."""
+    """Pad to `length` (a bucketed length, or SigLIP's fixed one), else to the batch's longest input."""
     longest = length or max(len(ids) for ids in id_lists)
     input_ids = np.full((len(id_lists), longest), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(id_lists), longest), dtype=np.int64)

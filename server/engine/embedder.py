@@ -15,7 +15,7 @@ import numpy as np
 
 from server.backends.base import Backend, ImageTextBackend, TokenBatch, create_backend
 from server.engine.artefacts import backend_files
-from server.engine.batching import pad_batch, plan_batches
+from server.engine.batching import bucket_length, pad_batch, plan_batches
 from server.engine.images import ImageProcessing
 from server.engine.models import ModelSpec, load_spec, resolve_model_dir
 from server.engine.pooling import l2_normalize, pool
@@ -78,6 +78,16 @@ def check_servable(spec: ModelSpec, settings: EngineSettings, backend: Backend) 
         )
 
 
+# Tokens per forward pass: on a CPU, passes past a few thousand tokens gain no speed and hold hundreds of MB of
+# attention activations (ONNX Runtime on MiniLM, long texts: 2048 was the fastest of 1024-16384); a GPU needs
+# large passes to fill it.
+DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
+
+
+def resolve_batch_tokens(requested: int | None, device: str) -> int:
+    return requested or DEFAULT_BATCH_TOKENS["cuda" if device.startswith("cuda") else "cpu"]
+
+
 def resolve_dtype(requested: str, device: str, spec: ModelSpec) -> str:
     """fp32 on CPU; fp16 on CUDA unless the model breaks in fp16 (EmbeddingGemma), then bf16."""
     if requested == "float16" and not spec.float16:
@@ -104,7 +114,12 @@ class Embedder:
         self.backend: Backend = create_backend(backend_name)
         check_servable(self.spec, settings, self.backend)
         device = resolve_device(settings.device)
-        self.settings = settings.model_copy(update={"dtype": resolve_dtype(settings.dtype, device, self.spec)})
+        self.settings = settings.model_copy(
+            update={
+                "dtype": resolve_dtype(settings.dtype, device, self.spec),
+                "max_batch_tokens": resolve_batch_tokens(settings.max_batch_tokens, device),
+            }
+        )
         self.tokenizer = TextTokenizer(model_dir, self.spec.max_tokens)
         self.projection = load_projection(model_dir, self.spec.dense_layers)
         self.sparse_head = SparseHead.load(model_dir, self.spec.sparse_head) if self.spec.sparse_head else None
@@ -127,13 +142,18 @@ class Embedder:
         stats = ForwardStats()
         pooled: np.ndarray | None = None  # [inputs, hidden]; the hidden size is known after the first pass
         lexical: list[dict[int, float]] = [{} for _ in id_lists]
-        lengths = [len(ids) for ids in id_lists]
-        fixed_length = self.spec.max_tokens if self.spec.text_padding == "max_length" else None
+        max_tokens = self.spec.max_tokens
+        fixed_length = self.spec.text_padding == "max_length"
+        if fixed_length:  # SigLIP: every input padded to the model's length
+            lengths = [max_tokens] * len(id_lists)
+        elif self.backend.caches_per_shape:
+            lengths = [bucket_length(len(ids), max_tokens) for ids in id_lists]
+        else:
+            lengths = [len(ids) for ids in id_lists]
         for indices in plan_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_inputs):
             started = time.perf_counter()
-            batch = pad_batch(
-                [id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side, fixed_length
-            )
+            length = max(lengths[i] for i in indices)
+            batch = pad_batch([id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side, length)
             if self.image_text:
                 # Trained on padded text with no mask (SigLIP): the pads are part of the input.
                 unmasked = TokenBatch(batch.input_ids, np.ones_like(batch.attention_mask)) if fixed_length else batch

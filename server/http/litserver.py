@@ -21,6 +21,7 @@ import asyncio
 import multiprocessing as mp
 import threading
 import time
+from multiprocessing.managers import SyncManager
 from queue import Empty, Queue
 
 import litserve as ls
@@ -29,6 +30,8 @@ from litserve.loops.simple_loops import BatchedLoop
 from litserve.transport.process_transport import MPQueueTransport
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+
+from server.metrics import start_process_sampler
 
 # A blocked worker wakes this often with nothing to do, to notice a shutdown that did not reach its queue.
 IDLE_WAKE_SECONDS = 1.0
@@ -103,8 +106,10 @@ class EmbeddingServer(ls.LitServer):
         self.app.user_middleware = middlewares
 
     def _init_manager(self, num_api_servers: int):
-        """LitServe's own, with pipe queues for requests and responses instead of manager proxies."""
-        manager = mp.Manager()
+        """LitServe's own, with pipe queues for requests and responses instead of manager proxies, and a manager
+        process that reports its own CPU and memory."""
+        manager = SyncManager()
+        manager.start(start_process_sampler, ("manager",))
         self.transport_config.manager = manager
         self.transport_config.num_consumers = num_api_servers
         self.workers_setup_status = manager.dict()

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.metrics import render_metrics, server_metrics
+from server.metrics import render_metrics, server_metrics, start_process_sampler
 
 
 class RequestMetricsMiddleware:
@@ -22,9 +22,11 @@ class RequestMetricsMiddleware:
         self.app = app
         self.backend_by_path = backend_by_path
         self.model = model
-        # Starlette builds its middleware in the HTTP process, so the limit is exported from there.
+        # Starlette builds its middleware in the HTTP process, at startup: the limit is exported from there, and the
+        # process samples itself from there on.
         for backend in set(backend_by_path.values()):
             server_metrics().queue_limit.labels(backend, model).set(queue_limit)
+        start_process_sampler("http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         backend = self.backend_by_path.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -53,6 +55,5 @@ class RequestMetricsMiddleware:
 def install_metrics_route(app: FastAPI) -> None:
     @app.get("/metrics", summary="Prometheus metrics of every server process", include_in_schema=False)
     async def metrics() -> Response:
-        server_metrics().sample_memory("http")
         body, content_type = render_metrics()
         return Response(body, media_type=content_type)

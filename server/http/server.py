@@ -16,7 +16,7 @@ from server.http.errors import install_error_handlers
 from server.http.litserver import EmbeddingServer
 from server.http.metrics_route import RequestMetricsMiddleware, install_metrics_route
 from server.http.status import BackendStatus, install_status_routes
-from server.metrics import use_multiprocess_dir
+from server.metrics import start_process_sampler, use_multiprocess_dir
 from server.settings import ServeSettings
 
 
@@ -66,6 +66,7 @@ def _route_default_backend(app: FastAPI, default_backend: str) -> None:
 def run_server(settings: ServeSettings) -> None:
     metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="embedserve-metrics-"))
     use_multiprocess_dir(metrics_dir)  # before any server process creates a metric
+    start_process_sampler("main")
     # `docker stop` and process managers send SIGTERM: shut down as on Ctrl-C, workers and all.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = build_server(settings)

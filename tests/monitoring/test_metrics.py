@@ -66,14 +66,17 @@ def test_response_counts_by_code_and_times_by_status_class():
     )
 
 
-def test_memory_sample_is_this_process_rss():
+def test_process_sample_is_this_process_rss_and_cpu_time():
     import psutil
 
-    server_metrics().sample_memory("worker", "unit-test", "m")
-    rss = REGISTRY.get_sample_value(
-        "embedserve_process_resident_memory_bytes", {"role": "worker", "backend": "unit-test", "model": "m"}
-    )
+    sum(i * i for i in range(2_000_000))  # some CPU time to see
+    server_metrics().sample_process("worker", "unit-test", "m")
+    labels = {"role": "worker", "backend": "unit-test", "model": "m"}
+    rss = REGISTRY.get_sample_value("embedserve_process_resident_memory_bytes", labels)
     assert rss == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
+    cpu = REGISTRY.get_sample_value("embedserve_process_cpu_seconds", labels)
+    times = psutil.Process().cpu_times()
+    assert 0.05 < cpu <= times.user + times.system
 
 
 def test_gpu_metrics_are_absent_without_a_gpu():

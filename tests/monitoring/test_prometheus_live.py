@@ -64,7 +64,10 @@ def test_counts_from_every_process_add_up_to_the_requests_sent(exported, tmp_pat
             assert delta("embedserve_forward_inputs_sum", backend="onnx") == 72
             assert delta("embedserve_queue_wait_seconds_count", backend="onnx") == 24
             assert after.total("embedserve_requests_in_flight") == 0
-            assert after.label_values("embedserve_process_resident_memory_bytes", "role") == {"http", "worker"}
+            roles = {"main", "manager", "http", "worker"}
+            assert after.label_values("embedserve_process_resident_memory_bytes", "role") == roles
+            assert after.label_values("embedserve_process_cpu_seconds", "role") == roles
+            assert after.total("embedserve_process_cpu_seconds", role="worker") > 0
     finally:
         server.stop()
 

@@ -2,7 +2,7 @@ import random
 
 import numpy as np
 
-from server.engine.batching import pad_batch, plan_batches
+from server.engine.batching import bucket_length, pad_batch, plan_batches
 
 
 def test_plan_covers_every_input_once_within_budget():
@@ -33,3 +33,13 @@ def test_pad_batch_right_and_left():
     np.testing.assert_array_equal(left.input_ids, [[1, 2, 3], [9, 9, 4]])
     np.testing.assert_array_equal(left.attention_mask, [[1, 1, 1], [0, 0, 1]])
     assert (left.real_tokens, left.padded_tokens) == (4, 6)
+
+
+def test_bucketed_lengths_are_few_cover_the_input_and_cost_at_most_a_quarter():
+    buckets = {bucket_length(length, limit=512) for length in range(1, 513)}
+    assert len(buckets) <= 40  # 512 distinct lengths, a few shapes
+    for length in range(1, 513):
+        padded = bucket_length(length, limit=512)
+        assert length <= padded <= 512
+        assert padded < length * 1.25
+    assert bucket_length(250, limit=256) == 256 and bucket_length(300, limit=256) == 300  # never below the input
