@@ -29,7 +29,16 @@ class ExportCommand(ExportSettings):
         from server.engine.export import export
 
         print(f"exporting {self.model} for {self.backend} (quantize={self.quantize}) ...", file=sys.stderr, flush=True)
-        print(export(self))
+        print(export(self, self.calibration_texts()))
+
+    def calibration_texts(self) -> list[str]:
+        """--calibration-file's lines, else texts of the load-testing corpus (single words to 400-word passages;
+        another seed than the parity texts that judge the result)."""
+        if self.calibration_file:
+            return [line for line in self.calibration_file.read_text().splitlines() if line.strip()]
+        from loadtest.corpus import varied_texts
+
+        return varied_texts(256, seed=2024)
 
 
 class BenchCommand(BenchSettings):

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+Quantization = Literal["none", "int8", "int8-weights"]
 CONFIG_ENV = "EMBEDSERVE_CONFIG"
 
 
@@ -160,7 +161,14 @@ class ExportSettings(SettingsBase):
 
     model: str = Field(DEFAULT_MODEL, description="Hugging Face model ID or local directory")
     backend: Literal["onnx", "openvino"] = Field("onnx", description="runtime to export for")
-    quantize: Literal["none", "int8"] = Field("none", description="int8: dynamic (ONNX) / weight-only (OpenVINO)")
+    quantize: Quantization = Field(
+        "none",
+        description="int8: calibrated (ONNX: SmoothQuant + dynamic int8; OpenVINO: NNCF static); int8-weights: "
+        "OpenVINO weight-only compression",
+    )
+    calibration_file: Path | None = Field(
+        None, description="int8: texts to calibrate on, one per line (default: 256 texts of the built-in corpus)"
+    )
     cache: Path = Field(default_factory=default_cache_dir, description="artefact cache (env EMBEDSERVE_CACHE)")
     force: bool = Field(False, description="export again even when the artefact exists")
     trust_remote_code: bool = Field(False, description="allow the model's own modelling code to run for the export")

@@ -51,7 +51,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def exported(cache_dir: Path) -> Path:
     """MiniLM exported for every runtime and variant, through the real `embedserve export` command."""
-    for backend, quantize in [("onnx", "none"), ("onnx", "int8"), ("openvino", "none"), ("openvino", "int8")]:
+    for backend, quantize in [
+        ("onnx", "none"),
+        ("onnx", "int8"),
+        ("openvino", "none"),
+        ("openvino", "int8"),
+        ("openvino", "int8-weights"),
+    ]:
         subprocess.run(
             [
                 sys.executable,

@@ -10,13 +10,11 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from server.settings import EngineSettings
-
-Quantization = Literal["none", "int8"]
+from server.settings import EngineSettings, Quantization
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,10 @@ BACKENDS: dict[str, str] = {
     "onnx": "server.backends.onnx:OnnxBackend",
     "openvino": "server.backends.openvino:OpenVinoBackend",
 }
+
+
+# The quantised variants each runtime has, named `<runtime>-<variant>`.
+VARIANTS: dict[str, tuple[str, ...]] = {"onnx": ("int8",), "openvino": ("int8", "int8-weights")}
 
 
 class Backend(Protocol):
@@ -100,10 +102,11 @@ class BackendVariant:
     def parse(cls, name: str) -> BackendVariant:
         runtime, _, suffix = name.partition("-")
         if runtime not in BACKENDS:
-            raise ValueError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))} (+ -int8 variants)")
-        if suffix not in ("", "int8") or (suffix and runtime == "torch"):
-            raise ValueError(f"unknown variant {name!r}; int8 exists for onnx and openvino")
-        return cls(runtime=runtime, quantize="int8" if suffix else "none")
+            raise ValueError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))} (+ variants)")
+        if suffix and suffix not in VARIANTS.get(runtime, ()):
+            known = ", ".join(f"{r}-{v}" for r, variants in VARIANTS.items() for v in variants)
+            raise ValueError(f"unknown variant {name!r}; known: {known}")
+        return cls(runtime=runtime, quantize=suffix or "none")
 
 
 def create_backend(name: str) -> Backend:

@@ -9,6 +9,7 @@ backends never imports torch.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import subprocess
@@ -22,6 +23,8 @@ from server.settings import EngineSettings
 log = logging.getLogger(__name__)
 
 MARKER = "embedserve-export.json"
+# Raised when an export recipe changes (2: calibrated int8), so that artefacts of an older recipe are made again.
+EXPORT_VERSION = 2
 
 
 def artefact_dir(cache: Path, model: str, runtime: str, quantize: str) -> Path:
@@ -37,7 +40,9 @@ def artefact_dir(cache: Path, model: str, runtime: str, quantize: str) -> Path:
 
 
 def is_complete(directory: Path) -> bool:
-    return (directory / MARKER).is_file()
+    """Written whole (the marker comes last), by the current recipe."""
+    marker = directory / MARKER
+    return marker.is_file() and json.loads(marker.read_text()).get("export_version") == EXPORT_VERSION
 
 
 def ensure_artefact(settings: EngineSettings, model_dir: Path, runtime: str, quantize: str) -> Path:

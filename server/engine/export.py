@@ -9,15 +9,20 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 from server.backends.base import TOWERS
-from server.engine.artefacts import MARKER, artefact_dir, is_complete
+from server.engine.artefacts import EXPORT_VERSION, MARKER, artefact_dir, is_complete
+from server.engine.quantization import calibration_batches, quantize_onnx, quantize_openvino
 from server.settings import ExportSettings
 
 
-def export(settings: ExportSettings) -> Path:
-    """Write the artefact for one model/runtime/quantisation; atomic: a half-written export is never used."""
+def export(settings: ExportSettings, calibration_texts: list[str] | None = None) -> Path:
+    """Write the artefact for one model/runtime/quantisation; atomic: a half-written export is never used.
+
+    `calibration_texts`: what int8 calibrates on (`embedserve export` passes --calibration-file's lines, else texts
+    from the load-testing corpus)."""
     from server.engine.models import is_dual_encoder, resolve_model_dir
 
     target = artefact_dir(settings.cache, settings.model, settings.backend, settings.quantize)
@@ -30,19 +35,21 @@ def export(settings: ExportSettings) -> Path:
         exporters = {"onnx": _export_onnx, "openvino": _export_openvino}
         if is_dual_encoder(json.loads((model_dir / "config.json").read_text())):
             exporters = {"onnx": _export_towers_onnx, "openvino": _export_towers_openvino}
-        versions = exporters[settings.backend](model_dir, staging, settings, Path(scratch))
-        (staging / MARKER).write_text(
-            json.dumps(
-                {"model": settings.model, "runtime": settings.backend, "quantize": settings.quantize, **versions}
-            )
-        )
+        if settings.quantize == "int8" and not calibration_texts:
+            raise ValueError("int8 needs calibration texts")
+        versions = exporters[settings.backend](model_dir, staging, settings, Path(scratch), calibration_texts)
+        marker = {"model": settings.model, "runtime": settings.backend, "quantize": settings.quantize}
+        (staging / MARKER).write_text(json.dumps({**marker, "export_version": EXPORT_VERSION, **versions}))
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     return target
 
 
-def _export_onnx(model_dir: Path, out: Path, settings: ExportSettings, scratch: Path) -> dict:
+def _export_onnx(
+    model_dir: Path, out: Path, settings: ExportSettings, scratch: Path, calibration_texts: list[str] | None
+) -> dict:
+    import onnx
     import onnxruntime
     from optimum.exporters.onnx import main_export
 
@@ -57,66 +64,52 @@ def _export_onnx(model_dir: Path, out: Path, settings: ExportSettings, scratch: 
     )
     out.mkdir(parents=True)
     if settings.quantize == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        # Dynamic quantisation needs no calibration data: weights go int8 offline, activations per batch.
-        quantize_dynamic(
-            fp32_dir / "model.onnx",
-            out / "model.onnx",
-            weight_type=QuantType.QUInt8,
-            op_types_to_quantize=["MatMul"],
-            per_channel=True,
-            nodes_to_exclude=_feed_forward_matmuls(fp32_dir / "model.onnx"),
-        )
+        graph = fp32_dir / "model.onnx"
+        names = [tensor.name for tensor in onnx.load(str(graph), load_external_data=False).graph.input]
+        calibration = calibration_batches(settings.model, model_dir, calibration_texts, names)
+        quantize_onnx(graph, out / "model.onnx", calibration, scratch)
     else:
         for item in fp32_dir.iterdir():
             shutil.move(str(item), out / item.name)
     return {"onnxruntime": onnxruntime.__version__}
 
 
-# Per-batch int8 ranges clip the feed-forward block's activation outliers (post-GELU) badly. Measured on MiniLM,
-# batched, against fp32: min cosine 0.987 with every MatMul int8, 0.990 with the FFN output fp32, 0.993 with the
-# whole FFN fp32. So only attention projections go int8; the FFN stays fp32.
-_FFN_NAME_PARTS = ("/intermediate/", "/mlp/")
-
-
-def _feed_forward_matmuls(model_path: Path) -> list[str]:
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [
-        node.name
-        for node in graph.node
-        if node.op_type == "MatMul"
-        and (
-            any(part in node.name for part in _FFN_NAME_PARTS)
-            or ("/output/dense/" in node.name and "/attention/" not in node.name)
-        )
-    ]
-
-
-def _export_openvino(model_dir: Path, out: Path, settings: ExportSettings, scratch: Path) -> dict:
+def _export_openvino(
+    model_dir: Path, out: Path, settings: ExportSettings, scratch: Path, calibration_texts: list[str] | None
+) -> dict:
     import openvino
     from optimum.intel import OVModelForFeatureExtraction, OVWeightQuantizationConfig
 
-    # int8 here is weight-only compression (nncf): no calibration set needed, activations stay fp32.
-    quantization = OVWeightQuantizationConfig(bits=8) if settings.quantize == "int8" else None
+    # int8-weights: weight-only compression (nncf), no calibration: a smaller model, activations in float.
+    weights_only = OVWeightQuantizationConfig(bits=8) if settings.quantize == "int8-weights" else None
     model = OVModelForFeatureExtraction.from_pretrained(
         model_dir,
         export=True,
         compile=False,
         load_in_8bit=False,
-        quantization_config=quantization,
+        quantization_config=weights_only,
         trust_remote_code=settings.trust_remote_code,
     )
-    model.save_pretrained(out)
-    return {"openvino": openvino.__version__}
+    if settings.quantize != "int8":
+        model.save_pretrained(out)
+        return {"openvino": openvino.__version__}
+    fp32_dir = scratch / "fp32"
+    model.save_pretrained(fp32_dir)
+    graph = fp32_dir / "openvino_model.xml"
+    names = [port.any_name for port in openvino.Core().read_model(graph).inputs]
+    calibration = calibration_batches(settings.model, model_dir, calibration_texts, names)
+    out.mkdir(parents=True)
+    quantize_openvino(graph, out / "openvino_model.xml", calibration)
+    shutil.copy(fp32_dir / "config.json", out / "config.json")
+    return {"openvino": openvino.__version__, "nncf": version("nncf")}
 
 
 # Image-text models (CLIP, SigLIP): one graph per tower, each ending in the tower's pooled, projected features,
 # traced from transformers' own get_text_features / get_image_features. optimum exports the dual model as one
 # graph that wants text and pixels together, which a request with only texts (or only images) cannot feed.
-def _export_towers_onnx(model_dir: Path, out: Path, settings: ExportSettings, scratch: Path) -> dict:
+def _export_towers_onnx(
+    model_dir: Path, out: Path, settings: ExportSettings, scratch: Path, calibration_texts: list[str] | None = None
+) -> dict:
     import onnxruntime
     import torch
     from transformers import AutoModel
@@ -164,7 +157,9 @@ def _export_towers_onnx(model_dir: Path, out: Path, settings: ExportSettings, sc
     return {"onnxruntime": onnxruntime.__version__}
 
 
-def _export_towers_openvino(model_dir: Path, out: Path, settings: ExportSettings, scratch: Path) -> dict:
+def _export_towers_openvino(
+    model_dir: Path, out: Path, settings: ExportSettings, scratch: Path, calibration_texts: list[str] | None = None
+) -> dict:
     import openvino
 
     onnx_dir = scratch / "towers-onnx"
