@@ -36,7 +36,7 @@ serve: $(STAMP)
 	$(BIN)/embedserve serve
 
 bench: $(STAMP)
-	$(BIN)/embedserve bench
+	$(BIN)/embedserve bench --backends torch,onnx,openvino,onnx-int8,openvino-int8
 
 tools:
 	@for tool in promtool:prometheus kubectl:kubernetes-client; do \

@@ -1,7 +1,11 @@
-"""`embedserve bench`: in-process throughput of each backend, parity against sentence-transformers, peak RSS.
+"""`embedserve bench`: every figure of the README's benchmark section, from one command.
 
-Each backend runs in a fresh child process, one after another, so that its peak RSS is its own and no two
-backends compete for cores. Ratios are to torch measured in the same run.
+In-process, each backend runs in a fresh child process, one after another, so that its peak RSS is its own and no
+two backends compete for cores: throughput per text profile and batch size (the very `Embedder` the server runs),
+parity against sentence-transformers and top-10 retrieval overlap with it, peak RSS. Served (served_bench.py), the
+same backends behind one real server: idle CPU, throughput against the in-process figure, CPU per process role,
+memory. Ratios are between figures of the same run, and the CPU's instruction sets head the report: int8 speed
+depends on them, so a figure from another machine compares with nothing here.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loadtest.corpus import texts, varied_texts
+from loadtest.environment import describe_cpu, gpus, instruction_sets, int8_dot_product
+from loadtest.quality import RetrievalSet, min_cosine, top_k_overlap
+from loadtest.served_bench import format_served, measure_served
 from loadtest.settings import BenchSettings
 from server.engine import Embedder, resolve_device, resolve_model_dir
 from server.settings import EngineSettings
@@ -39,8 +46,10 @@ class BackendRun:
     device: str = ""
     load_s: float = 0.0
     peak_rss_mb: float = 0.0
+    dimensions: int = 0
     cells: list[BatchThroughput] = field(default_factory=list)
     parity_vectors: np.ndarray | None = None
+    retrieval_vectors: np.ndarray | None = None
     error: str = ""
 
 
@@ -48,14 +57,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _measure_backend(settings: BenchSettings, backend: str, parity_texts: list[str]) -> BackendRun:
+def _measure_backend(
+    settings: BenchSettings, backend: str, parity_texts: list[str], retrieval: RetrievalSet
+) -> BackendRun:
     run = BackendRun(backend)
     try:
         embedder = Embedder(EngineSettings(**settings.model_dump(include=set(EngineSettings.model_fields))), backend)
     except Exception as exc:  # noqa: BLE001 - reported in the table, the other backends still run
         run.error = f"{type(exc).__name__}: {exc}"
         return run
-    run.device, run.load_s = embedder.backend.device, embedder.load_seconds
+    run.device, run.load_s, run.dimensions = embedder.backend.device, embedder.load_seconds, embedder.spec.dimensions
     for profile in settings.profiles:
         pool = texts(profile, max(settings.batch_sizes) * 4, seed=1)
         for batch_size in settings.batch_sizes:
@@ -77,12 +88,13 @@ def _measure_backend(settings: BenchSettings, backend: str, parity_texts: list[s
                 )
             )
     run.parity_vectors = embedder.embed_texts(parity_texts)
+    run.retrieval_vectors = embedder.embed_texts(retrieval.all_texts)
     run.peak_rss_mb = _peak_rss_mb()
     return run
 
 
 def _reference_vectors(model: str, texts: list[str], device: str) -> np.ndarray | str:
-    """sentence-transformers' own output for the same texts: the parity reference."""
+    """sentence-transformers' own output for the same texts (fp32): the reference of parity and retrieval."""
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -98,31 +110,46 @@ def _reference_vectors(model: str, texts: list[str], device: str) -> np.ndarray 
 
 def run_bench(settings: BenchSettings) -> list[BackendRun]:
     parity_texts = varied_texts(settings.parity_texts)
+    retrieval = RetrievalSet.from_corpus()
     context = mp.get_context("spawn")
     runs: list[BackendRun] = []
     for backend in settings.backends:
         print(f"measuring {backend} ...", file=sys.stderr, flush=True)
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            runs.append(pool.submit(_measure_backend, settings, backend, parity_texts).result())
+            runs.append(pool.submit(_measure_backend, settings, backend, parity_texts, retrieval).result())
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         reference = pool.submit(
-            _reference_vectors, settings.model, parity_texts, resolve_device(settings.device)
+            _reference_vectors, settings.model, parity_texts + retrieval.all_texts, resolve_device(settings.device)
         ).result()
-    print(format_report(settings, runs, reference))
+    print(format_report(settings, runs, reference, retrieval), flush=True)
+    if settings.served_backends:
+        dimensions = next((run.dimensions for run in runs if run.dimensions), 0)
+        served = measure_served(settings, dimensions)
+        in_process = {(run.backend, c.profile, c.batch_size): c.inputs_per_s for run in runs for c in run.cells}
+        print("\n" + format_served(served, in_process))
     return runs
 
 
-def _parity(run: BackendRun, reference: np.ndarray | str) -> str:
+def _quality(run: BackendRun, reference: np.ndarray | str, retrieval: RetrievalSet) -> tuple[str, str]:
+    """(min cosine over the parity texts, top-10 retrieval overlap), against sentence-transformers."""
     if isinstance(reference, str) or run.parity_vectors is None:
-        return "n/a"
-    return f"{float((run.parity_vectors * reference).sum(axis=1).min()):.6f}"
+        return "n/a", "n/a"
+    parity_reference, retrieval_reference = reference[: len(run.parity_vectors)], reference[len(run.parity_vectors) :]
+    return (
+        f"{min_cosine(run.parity_vectors, parity_reference):.6f}",
+        f"{top_k_overlap(run.retrieval_vectors, retrieval_reference, retrieval):.3f}",
+    )
 
 
-def format_report(settings: BenchSettings, runs: list[BackendRun], reference: np.ndarray | str) -> str:
+def format_report(
+    settings: BenchSettings, runs: list[BackendRun], reference: np.ndarray | str, retrieval: RetrievalSet
+) -> str:
     baseline = {(c.profile, c.batch_size): c for r in runs if r.backend == "torch" for c in r.cells}
+    sets = instruction_sets()
     lines = [
-        f"model: {settings.model}   timed: {settings.seconds:g} s per cell   parity: min cosine vs "
-        f"sentence-transformers over {settings.parity_texts} texts",
+        f"CPU: {describe_cpu()}" + ("" if int8_dot_product(sets) else "  (no int8 dot-product instructions)"),
+        *([f"GPU: {', '.join(gpus())}"] if gpus() else []),
+        f"model: {settings.model}   in-process, timed {settings.seconds:g} s per cell",
         "",
         f"{'backend':<15}{'device':<8}{'profile':<8}{'batch':>6}{'inputs/s':>11}{'tokens/s':>11}{'p50 ms':>9}"
         f"{'x torch':>9}",
@@ -138,10 +165,17 @@ def format_report(settings: BenchSettings, runs: list[BackendRun], reference: np
                 f"{run.backend:<15}{run.device:<8}{cell.profile:<8}{cell.batch_size:>6}{cell.inputs_per_s:>11.1f}"
                 f"{cell.tokens_per_s:>11.0f}{cell.p50_ms:>9.1f}{ratio:>9}"
             )
-    lines += ["", f"{'backend':<15}{'parity':>10}{'peak RSS MB':>13}{'load s':>8}"]
+    lines += [
+        "",
+        f"quality against sentence-transformers (fp32): parity = min cosine over {settings.parity_texts} varied "
+        f"texts; top-10 = overlap of each query's top 10 documents ({len(retrieval.queries)} queries, "
+        f"{len(retrieval.documents)} documents)",
+        f"{'backend':<15}{'parity':>10}{'top-10':>8}{'peak RSS MB':>13}{'load s':>8}",
+    ]
     for run in runs:
         if not run.error:
-            lines.append(f"{run.backend:<15}{_parity(run, reference):>10}{run.peak_rss_mb:>13.0f}{run.load_s:>8.1f}")
+            parity, overlap = _quality(run, reference, retrieval)
+            lines.append(f"{run.backend:<15}{parity:>10}{overlap:>8}{run.peak_rss_mb:>13.0f}{run.load_s:>8.1f}")
     if isinstance(reference, str):
-        lines.append(f"parity not measured: {reference}")
+        lines.append(f"quality not measured: {reference}")
     return "\n".join(lines)

@@ -25,6 +25,40 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction sets that decide how fast int8 (and bf16) inference runs on a CPU, as /proc/cpuinfo names them.
+SPEED_FLAGS = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX-512 BF16",
+    "amx_int8": "AMX-INT8",
+    "amx_bf16": "AMX-BF16",
+}
+
+
+def instruction_sets() -> list[str]:
+    """Which of SPEED_FLAGS this CPU has; int8 pays off only with a dot-product set (VNNI or AMX)."""
+    try:
+        flags = next(
+            set(line.partition(":")[2].split())
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return []
+    return [name for flag, name in SPEED_FLAGS.items() if flag in flags]
+
+
+def int8_dot_product(sets: list[str]) -> bool:
+    return any(name in sets for name in ("AVX-512 VNNI", "AVX-VNNI", "AMX-INT8"))
+
+
+def describe_cpu() -> str:
+    sets = instruction_sets()
+    return f"{cpu_model()}, {os.cpu_count()} cores, {', '.join(sets) or 'no AVX2'}"
+
+
 def gpus() -> list[str]:
     if not shutil.which("nvidia-smi"):
         return []
@@ -69,6 +103,7 @@ def describe_environment(server_url: str) -> dict:
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "instruction_sets": instruction_sets(),
         "gpus": gpus(),
         "packages": package_versions(),
         "git_commit": git_commit(),

@@ -13,13 +13,28 @@ from server.settings import DEFAULT_MODEL, CommaList, Duration, EngineSettings, 
 
 
 class BenchSettings(EngineSettings):
-    """`embedserve bench`: in-process throughput per backend, parity and peak RSS."""
+    """`embedserve bench`: each backend in-process (throughput, parity, retrieval quality, peak RSS), then served
+    (idle CPU, throughput at saturation against the in-process figure, CPU per process role, memory)."""
 
     backends: CommaList[str] = Field(["torch", "onnx", "openvino"], description="backends to measure, comma separated")
     batch_sizes: CommaList[int] = Field([1, 8, 32], description="inputs per forward call, comma separated")
     profiles: CommaList[Literal["short", "long"]] = Field(["short", "long"], description="text lengths")
     seconds: float = Field(3.0, gt=0, description="timed seconds per cell (after one warm-up call)")
     parity_texts: int = Field(128, ge=1, description="texts compared against sentence-transformers")
+    served_backends: CommaList[str] = Field(
+        ["torch", "onnx", "openvino"],
+        description="backends of the served half, all in one server (empty: in-process only); each must also be in "
+        "--backends for its ratio",
+    )
+    idle_seconds: float = Field(30.0, gt=0, description="how long the idle server's CPU is measured")
+    served_seconds: float = Field(10.0, gt=0, description="measured seconds per backend and load shape, served")
+    warmup_seconds: float = Field(3.0, ge=0, description="unmeasured load before each served measurement")
+    soak_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="then mixed-length load on every served backend this long, and an overload burst: "
+        "how each worker's RSS drifts and comes back (0: no soak)",
+    )
 
 
 class SweepSettings(SettingsBase):

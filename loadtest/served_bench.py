@@ -1,0 +1,311 @@
+"""`embedserve bench`'s served half: the same backends behind a real server, measured from outside.
+
+One server holds every served backend; one backend at a time is under load, so the others' idle cost is in the
+figure too. Measured: the server's CPU while idle, throughput at saturation for requests of 32 short texts and of
+one short text (closed loop, `loadtest/http_load.py`), the cores each process role used meanwhile, and memory (the
+whole process tree, and each worker's RSS at its peak and once the load stops). An optional soak runs mixed-length
+load on every backend, then an overload burst, and reports how each worker's RSS drifted and came back.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from loadtest.corpus import texts
+from loadtest.http_load import LoadResult, closed_loop
+from loadtest.launcher import ServerProcess
+from loadtest.process_tree import ServerTree, cores_by_role, memory_mib
+from loadtest.settings import BenchSettings
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LoadShape:
+    label: str
+    batch_size: int
+    concurrency: int
+
+
+# Saturation: enough requests in flight that the worker never waits for the next one; for single texts, enough
+# that a dynamic batch can fill --max-batch-requests (32) while the previous one runs.
+LOADS = (LoadShape("32 short texts", 32, 4), LoadShape("1 short text", 1, 64))
+
+
+@dataclass
+class ServedLoad:
+    backend: str
+    load: LoadShape
+    inputs_per_s: float
+    p50_ms: float
+    p99_ms: float
+    failures: dict[str, int]
+    cores: dict[str, float]  # by process role: main, http, worker, other
+
+
+@dataclass
+class WorkerMemory:
+    backend: str
+    peak_mib: float = 0.0
+    steady_mib: float = 0.0
+
+
+@dataclass
+class SoakResult:
+    seconds: float
+    warmup_seconds: float
+    # per backend: RSS after the warm-up, at the end of the steady load, and after the burst and a rest
+    rss_after_warmup: dict[str, float] = field(default_factory=dict)
+    rss_at_end: dict[str, float] = field(default_factory=dict)
+    rss_after_burst: dict[str, float] = field(default_factory=dict)
+    requests: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ServedReport:
+    backends: list[str]
+    idle_seconds: float = 0.0
+    idle_cores: dict[str, float] = field(default_factory=dict)
+    loaded_memory: tuple[float, float] = (0.0, 0.0)  # whole tree: (RSS, PSS) MiB, idle after loading
+    after_load_memory: tuple[float, float] = (0.0, 0.0)  # whole tree after every load
+    loads: list[ServedLoad] = field(default_factory=list)
+    workers: dict[str, WorkerMemory] = field(default_factory=dict)
+    soak: SoakResult | None = None
+    error: str = ""
+
+
+def request_bodies(model: str, batch_size: int, pool: list[str]) -> list[bytes]:
+    """Pre-encoded bodies, base64 as the OpenAI SDK asks, so that neither side spends its CPU on float text."""
+    starts = range(0, len(pool) - batch_size + 1, batch_size) if batch_size > 1 else range(len(pool))
+    return [
+        orjson.dumps({"model": model, "input": pool[start : start + batch_size], "encoding_format": "base64"})
+        for start in starts
+    ]
+
+
+def embeddings_check(dimensions: int):
+    def check(status: int, body: bytes) -> str | None:
+        if status != 200:
+            return f"HTTP {status}"
+        data = orjson.loads(body)["data"]
+        if any(len(base64.b64decode(item["embedding"])) != 4 * dimensions for item in data):
+            return f"not {dimensions} dimensions"
+        return None
+
+    return check
+
+
+def mixed_bodies(model: str, seed: int, count: int = 400) -> list[bytes]:
+    """Requests of 1-16 texts of 1-120 words: the steady mixed traffic of the soak."""
+    rng = random.Random(seed)
+    words = " ".join(texts("long", 64, seed=seed)).split()
+    bodies = []
+    for _ in range(count):
+        inputs = []
+        for _ in range(rng.randint(1, 16)):
+            start, length = rng.randrange(len(words) - 120), rng.randint(1, 120)
+            inputs.append(" ".join(words[start : start + length]))
+        bodies.append(orjson.dumps({"model": model, "input": inputs, "encoding_format": "base64"}))
+    return bodies
+
+
+class WorkerWatch:
+    """Samples each worker's RSS every half second while a load runs (workers spawn in the order of --backends)."""
+
+    def __init__(self, tree: ServerTree, backends: list[str]):
+        self.tree, self.backends = tree, backends
+        self.peaks: dict[str, float] = dict.fromkeys(backends, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> dict[str, float]:
+        workers = sorted((s for s in self.tree.sample() if s.role == "worker"), key=lambda s: s.pid)
+        return {backend: s.rss / MiB for backend, s in zip(self.backends, workers, strict=False)}
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for backend, rss in self.rss().items():
+                self.peaks[backend] = max(self.peaks[backend], rss)
+
+    def __enter__(self) -> WorkerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _percentile_ms(result: LoadResult, q: float) -> float:
+    if not result.latencies:
+        return 0.0
+    ordered = sorted(result.latencies)
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure_served(settings: BenchSettings, dimensions: int) -> ServedReport:
+    backends = settings.served_backends
+    report = ServedReport(backends)
+    log_path = Path(tempfile.gettempdir()) / "embedserve-bench-server.log"
+    print(f"served: starting a server with {', '.join(backends)} (log: {log_path}) ...", file=sys.stderr, flush=True)
+    try:
+        server = ServerProcess(
+            "--backends", ",".join(backends), "--model", settings.model, "--log-level", "warning", log_path=log_path
+        ).wait_ready()
+    except RuntimeError as exc:
+        report.error = str(exc).splitlines()[0]
+        return report
+    try:
+        tree = ServerTree(server.process.pid, server.port)
+        time.sleep(3)  # let start-up settle: the last worker's first samples, the HTTP front's first scrape
+        report.loaded_memory = memory_mib(tree.sample())
+        print(f"served: idle for {settings.idle_seconds:g} s ...", file=sys.stderr, flush=True)
+        before = tree.sample()
+        time.sleep(settings.idle_seconds)
+        report.idle_seconds = settings.idle_seconds
+        report.idle_cores = cores_by_role(before, tree.sample(), settings.idle_seconds)
+        pool = texts("short", 512, seed=1)
+        check = embeddings_check(dimensions)
+        watch = WorkerWatch(tree, backends)
+        with watch:
+            for backend in backends:
+                path = f"/{backend}/v1/embeddings"
+                for load in LOADS:
+                    print(f"served: {backend}, {load.label} x {load.concurrency} ...", file=sys.stderr, flush=True)
+                    bodies = request_bodies(settings.model, load.batch_size, pool)
+                    closed_loop(server.url, path, bodies, load.concurrency, settings.warmup_seconds, check)
+                    before = tree.sample()
+                    result = closed_loop(server.url, path, bodies, load.concurrency, settings.served_seconds, check)
+                    cores = cores_by_role(before, tree.sample(), result.seconds)
+                    report.loads.append(
+                        ServedLoad(
+                            backend,
+                            load,
+                            result.passed * load.batch_size / result.seconds,
+                            _percentile_ms(result, 0.5),
+                            _percentile_ms(result, 0.99),
+                            result.failures,
+                            cores,
+                        )
+                    )
+        time.sleep(3)  # the load is over: what each worker keeps
+        steady = watch.rss()
+        report.workers = {b: WorkerMemory(b, watch.peaks[b], steady.get(b, 0.0)) for b in backends}
+        report.after_load_memory = memory_mib(tree.sample())
+        if settings.soak_seconds:
+            report.soak = soak(server, tree, settings, check)
+    finally:
+        server.stop()
+    return report
+
+
+def soak(server: ServerProcess, tree: ServerTree, settings: BenchSettings, check) -> SoakResult:
+    """Steady mixed-length load on every backend at once, then twice the users' overload burst, then a rest."""
+    backends = settings.served_backends
+    result = SoakResult(settings.soak_seconds, min(60.0, settings.soak_seconds / 5))
+    watch = WorkerWatch(tree, backends)
+    users = 2  # per backend: a steady load below saturation on a small machine
+
+    def run(seconds: float, per_backend: int) -> None:
+        outcomes: list[LoadResult] = []
+        threads = [
+            threading.Thread(
+                target=lambda b=b: outcomes.append(
+                    closed_loop(
+                        server.url,
+                        f"/{b}/v1/embeddings",
+                        mixed_bodies(settings.model, seed=hash(b) % 1000),
+                        per_backend,
+                        seconds,
+                        check,
+                    )
+                )
+            )
+            for b in backends
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for outcome in outcomes:
+            result.requests += outcome.passed + outcome.failed
+            for reason, count in outcome.failures.items():
+                result.failures[reason] = result.failures.get(reason, 0) + count
+
+    print(f"soak: {settings.soak_seconds:g} s of mixed-length load on {', '.join(backends)} ...", file=sys.stderr)
+    run(result.warmup_seconds, users)
+    result.rss_after_warmup = watch.rss()
+    run(settings.soak_seconds - result.warmup_seconds, users)
+    result.rss_at_end = watch.rss()
+    print("soak: overload burst, then a rest ...", file=sys.stderr, flush=True)
+    run(20.0, users * 16)
+    time.sleep(10)
+    result.rss_after_burst = watch.rss()
+    return result
+
+
+def format_served(report: ServedReport, in_process: dict[tuple[str, str, int], float]) -> str:
+    """`in_process`: (backend, profile, batch size) -> inputs/s measured in-process in the same run."""
+    if report.error:
+        return f"served: the server did not start: {report.error}"
+    idle = report.idle_cores
+    lines = [
+        f"served: one server with {', '.join(report.backends)}; one backend under load at a time; client: "
+        "loadtest/http_load.py (base64 answers, every one checked)",
+        f"idle CPU over {report.idle_seconds:g} s: {100 * sum(idle.values()):.2f}% of one core in all ("
+        + ", ".join(f"{role} {100 * cores:.2f}%" for role, cores in sorted(idle.items()))
+        + ")",
+        f"memory, whole process tree: loaded {report.loaded_memory[0]:.0f} MiB RSS / {report.loaded_memory[1]:.0f} "
+        f"MiB PSS; after the loads {report.after_load_memory[0]:.0f} / {report.after_load_memory[1]:.0f}",
+        "",
+        f"{'backend':<15}{'load':<24}{'inputs/s':>9}{'in-process':>17}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'worker':>8}{'http':>6}{'other':>7}{'fails':>6}",
+    ]
+    for load in report.loads:
+        profile_cells = {b: r for (be, p, b), r in in_process.items() if be == load.backend and p == "short"}
+        if load.load.batch_size > 1:
+            batch = load.load.batch_size
+            reference = profile_cells.get(batch)
+        else:  # single texts: against the best batch, what dynamic batching could reach at most
+            batch, reference = max(profile_cells.items(), key=lambda item: item[1], default=(0, None))
+        compared = f"{reference:.1f} (b{batch})" if reference else "-"
+        ratio = f"{load.inputs_per_s / reference:.2f}" if reference else "-"
+        cores = load.cores
+        other = cores.get("main", 0) + cores.get("other", 0)
+        lines.append(
+            f"{load.backend:<15}{f'{load.load.label} x {load.load.concurrency}':<24}{load.inputs_per_s:>9.1f}"
+            f"{compared:>17}{ratio:>7}{load.p50_ms:>8.1f}{load.p99_ms:>8.1f}{cores.get('worker', 0):>8.2f}"
+            f"{cores.get('http', 0):>6.2f}{other:>7.2f}{sum(load.failures.values()):>6}"
+        )
+    lines += ["(worker, http, other: cores each role used under that load)", ""]
+    lines.append(f"{'backend':<15}{'worker RSS MiB: peak':>22}{'steady':>8}")
+    for memory in report.workers.values():
+        lines.append(f"{memory.backend:<15}{memory.peak_mib:>22.0f}{memory.steady_mib:>8.0f}")
+    if report.soak:
+        lines += ["", *format_soak(report.soak)]
+    return "\n".join(lines)
+
+
+def format_soak(soak: SoakResult) -> list[str]:
+    lines = [
+        f"soak: {soak.seconds:g} s of requests of 1-16 texts of 1-120 words on every backend ({soak.requests} "
+        f"requests, {sum(soak.failures.values())} failed), then an overload burst and 10 s of rest",
+        f"{'backend':<15}{'RSS after warm-up':>18}{'at end':>8}{'drift':>8}{'after burst':>13}{'vs steady':>11}",
+    ]
+    for backend, start in soak.rss_after_warmup.items():
+        end, burst = soak.rss_at_end.get(backend, 0.0), soak.rss_after_burst.get(backend, 0.0)
+        lines.append(
+            f"{backend:<15}{start:>18.0f}{end:>8.0f}{100 * (end - start) / start:>7.1f}%{burst:>13.0f}"
+            f"{100 * (burst - end) / end:>10.1f}%"
+        )
+    return lines

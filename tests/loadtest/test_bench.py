@@ -1,0 +1,60 @@
+"""`embedserve bench` end to end on one backend, with tiny durations: every section of its report is there and holds
+measured numbers (the figures themselves are benchmarks, not tests)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from loadtest.process_tree import ProcessSample, cores_by_role, memory_mib
+from loadtest.served_bench import LoadShape, ServedLoad, ServedReport, format_served
+from tests.helpers import ROOT
+
+
+def test_cores_by_role_adds_up_each_roles_cpu_time_over_the_interval():
+    before = [ProcessSample(1, "main", 1.0, 0, 0), ProcessSample(2, "worker", 10.0, 0, 0)]
+    after = [
+        ProcessSample(1, "main", 1.5, 100, 50),
+        ProcessSample(2, "worker", 13.0, 200, 150),
+        ProcessSample(3, "worker", 1.0, 300, 250),  # started meanwhile: counted from its first sample on
+    ]
+    assert cores_by_role(before, after, seconds=2.0) == {"main": 0.25, "worker": 1.5}
+    assert memory_mib(after, "worker") == (500 / 2**20, 400 / 2**20)
+
+
+def test_served_ratios_compare_with_the_same_runs_in_process_figures():
+    report = ServedReport(["onnx"], idle_seconds=30, idle_cores={"http": 0.002, "worker": 0.001})
+    report.loads = [
+        ServedLoad("onnx", LoadShape("32 short texts", 32, 4), 300.0, 1, 2, {}, {"worker": 1.9}),
+        ServedLoad("onnx", LoadShape("1 short text", 1, 64), 270.0, 1, 2, {}, {"worker": 1.8}),
+    ]
+    text = format_served(report, {("onnx", "short", 8): 280.0, ("onnx", "short", 32): 333.3, ("onnx", "long", 32): 9})
+    assert "0.30% of one core" in text
+    rows = [line for line in text.splitlines() if line.startswith("onnx ")]
+    assert "333.3 (b32)" in rows[0] and " 0.90 " in rows[0]
+    assert "333.3 (b32)" in rows[1] and " 0.81 " in rows[1]  # single texts: against the best batch
+
+
+@pytest.mark.slow
+def test_bench_reports_in_process_quality_and_served_sections(exported):
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "server.cli", "bench", "--backends", "onnx", "--served-backends", "onnx",
+            "--batch-sizes", "1,32", "--seconds", "0.3", "--idle-seconds", "2", "--served-seconds", "1.5",
+            "--warmup-seconds", "0.5", "--cache", str(exported), "--allow-export", "false",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = result.stdout
+    assert re.search(r"^CPU: .+ cores", report, re.M)
+    assert len(re.findall(r"^onnx +cpu +(short|long) +(1|32) +[\d.]+ ", report, re.M)) == 4
+    assert re.search(r"^onnx +1\.0+ +1\.000 ", report, re.M), "fp32 ONNX agrees with sentence-transformers"
+    assert re.search(r"idle CPU over 2 s: [\d.]+% of one core", report)
+    loads = r"^onnx +(32 short texts x 4|1 short text x 64) +([\d.]+) +([\d.]+) \(b(?:1|32)\) +([\d.]+) "
+    served = re.findall(loads, report, re.M)
+    assert len(served) == 2 and all(float(inputs) > 0 and float(ratio) > 0 for _, inputs, _, ratio in served), report
+    assert re.search(r"^onnx +\d+ +\d+$", report, re.M), "worker RSS peak and steady"
