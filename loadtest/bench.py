@@ -11,86 +11,18 @@ depends on them, so a figure from another machine compares with nothing here.
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
-import statistics
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from loadtest.corpus import texts, varied_texts
+from loadtest.corpus import varied_texts
 from loadtest.environment import describe_cpu, gpus, instruction_sets, int8_dot_product
+from loadtest.in_process import BackendRun, measure_backend
 from loadtest.quality import RetrievalSet, min_cosine, top_k_overlap
 from loadtest.served_bench import format_served, measure_served
 from loadtest.settings import BenchSettings
-from server.engine import Embedder, resolve_device, resolve_model_dir
-from server.settings import EngineSettings
-
-
-@dataclass
-class BatchThroughput:
-    """In-process throughput of one backend at one text profile and batch size."""
-
-    profile: str
-    batch_size: int
-    inputs_per_s: float
-    tokens_per_s: float
-    p50_ms: float
-
-
-@dataclass
-class BackendRun:
-    backend: str
-    device: str = ""
-    load_s: float = 0.0
-    peak_rss_mb: float = 0.0
-    dimensions: int = 0
-    cells: list[BatchThroughput] = field(default_factory=list)
-    parity_vectors: np.ndarray | None = None
-    retrieval_vectors: np.ndarray | None = None
-    error: str = ""
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _measure_backend(
-    settings: BenchSettings, backend: str, parity_texts: list[str], retrieval: RetrievalSet
-) -> BackendRun:
-    run = BackendRun(backend)
-    try:
-        embedder = Embedder(EngineSettings(**settings.model_dump(include=set(EngineSettings.model_fields))), backend)
-    except Exception as exc:  # noqa: BLE001 - reported in the table, the other backends still run
-        run.error = f"{type(exc).__name__}: {exc}"
-        return run
-    run.device, run.load_s, run.dimensions = embedder.backend.device, embedder.load_seconds, embedder.spec.dimensions
-    for profile in settings.profiles:
-        pool = texts(profile, max(settings.batch_sizes) * 4, seed=1)
-        for batch_size in settings.batch_sizes:
-            batches = [pool[i : i + batch_size] for i in range(0, len(pool) - batch_size + 1, batch_size)]
-            embedder.embed_texts(batches[0])  # warm-up: first-call allocations and kernel selection
-            latencies, inputs, tokens = [], 0, 0
-            deadline = time.perf_counter() + settings.seconds
-            while time.perf_counter() < deadline or not latencies:
-                batch = batches[len(latencies) % len(batches)]
-                started = time.perf_counter()
-                encoded = embedder.encode_texts(batch)
-                latencies.append(time.perf_counter() - started)
-                inputs += len(batch)
-                tokens += encoded.stats.real_tokens
-            elapsed = sum(latencies)
-            run.cells.append(
-                BatchThroughput(
-                    profile, batch_size, inputs / elapsed, tokens / elapsed, statistics.median(latencies) * 1000
-                )
-            )
-    run.parity_vectors = embedder.embed_texts(parity_texts)
-    run.retrieval_vectors = embedder.embed_texts(retrieval.all_texts)
-    run.peak_rss_mb = _peak_rss_mb()
-    return run
+from server.engine import resolve_device, resolve_model_dir
 
 
 def _reference_vectors(model: str, texts: list[str], device: str) -> np.ndarray | str:
@@ -116,17 +48,19 @@ def run_bench(settings: BenchSettings) -> list[BackendRun]:
     for backend in settings.backends:
         print(f"measuring {backend} ...", file=sys.stderr, flush=True)
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            runs.append(pool.submit(_measure_backend, settings, backend, parity_texts, retrieval).result())
+            runs.append(pool.submit(measure_backend, settings, backend, parity_texts, retrieval).result())
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         reference = pool.submit(
             _reference_vectors, settings.model, parity_texts + retrieval.all_texts, resolve_device(settings.device)
         ).result()
     print(format_report(settings, runs, reference, retrieval), flush=True)
     if settings.served_backends:
-        dimensions = next((run.dimensions for run in runs if run.dimensions), 0)
-        served = measure_served(settings, dimensions)
-        in_process = {(run.backend, c.profile, c.batch_size): c.inputs_per_s for run in runs for c in run.cells}
-        print("\n" + format_served(served, in_process))
+        best_batch = {
+            run.backend: max((c for c in run.cells if c.profile == "short"), key=lambda c: c.inputs_per_s).batch_size
+            for run in runs
+            if any(c.profile == "short" for c in run.cells)
+        }
+        print("\n" + format_served(measure_served(settings, best_batch)))
     return runs
 
 

@@ -45,6 +45,11 @@ class CellResult:
     inputs_per_forward: float | None = None
     requests_per_batch: float | None = None
     worker_rss_peak_mb: float | None = None
+    # Cores the server's processes used during the cell, from its own metrics: the loaded backend's worker, the
+    # HTTP front, and the rest (LitServe's manager, the main process, idle workers of other backends).
+    worker_cores: float | None = None
+    http_cores: float | None = None
+    other_cores: float | None = None
     gpu_memory_peak_mb: float | None = None
     locust_cpu_pct: float = 0.0
     locust_cpu_bound: bool = False

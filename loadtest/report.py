@@ -230,6 +230,9 @@ CELL_COLUMNS = [
     ("inference_ms", "inference ms"),
     ("inputs_per_forward", "inputs/pass"),
     ("worker_rss_peak_mb", "RSS MB"),
+    ("worker_cores", "worker cores"),
+    ("http_cores", "HTTP cores"),
+    ("other_cores", "other cores"),
     ("failures", "failures"),
     ("locust_cpu_pct", "Locust CPU %"),
 ]

@@ -146,6 +146,12 @@ class CellRunner:
         result.inputs_per_forward = after.mean_since(before, "embedserve_forward_inputs", **served)
         result.requests_per_batch = after.mean_since(before, "embedserve_batch_requests", **served)
         result.worker_rss_peak_mb = watch.worker_rss_peak / MB if watch.worker_rss_peak else None
+        cpu = "embedserve_process_cpu_seconds"
+        if cpu in after.names():
+            all_cores = after.since(before, cpu) / result.seconds
+            result.worker_cores = after.since(before, cpu, role="worker", backend=cell.backend) / result.seconds
+            result.http_cores = after.since(before, cpu, role="http") / result.seconds
+            result.other_cores = max(0.0, all_cores - result.worker_cores - result.http_cores)
         result.gpu_memory_peak_mb = watch.gpu_memory_peak / MB if watch.gpu_memory_peak else None
         result.locust_cpu_pct = watch.locust_cpu_pct()
         result.locust_cpu_bound = result.locust_cpu_pct > LOCUST_CPU_LIMIT_PCT

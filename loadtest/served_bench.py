@@ -2,8 +2,10 @@
 
 One server holds every served backend; one backend at a time is under load, so the others' idle cost is in the
 figure too. Measured: the server's CPU while idle, throughput at saturation for requests of 32 short texts and of
-one short text (closed loop, `loadtest/http_load.py`), the cores each process role used meanwhile, and memory (the
-whole process tree, and each worker's RSS at its peak and once the load stops). An optional soak runs mixed-length
+one short text (closed loop, `loadtest/http_load.py`) against the same backend in-process (batch 32, and the best
+batch for single texts), taken in turns, three rounds each, so that a drifting machine biases neither; the cores
+each process role used meanwhile, and memory (the whole process tree, each worker's RSS at its peak and once the
+load stops). An optional soak runs mixed-length
 load on every backend, then an overload burst, and reports how each worker's RSS drifted and came back.
 """
 
@@ -21,7 +23,9 @@ from pathlib import Path
 import orjson
 
 from loadtest.corpus import texts
+from loadtest.environment import server_state
 from loadtest.http_load import LoadResult, closed_loop
+from loadtest.in_process import InProcessProbe
 from loadtest.launcher import ServerProcess
 from loadtest.process_tree import ServerTree, cores_by_role, memory_mib
 from loadtest.settings import BenchSettings
@@ -41,6 +45,9 @@ class LoadShape:
 LOADS = (LoadShape("32 short texts", 32, 4), LoadShape("1 short text", 1, 64))
 
 
+ROUNDS = 3
+
+
 @dataclass
 class ServedLoad:
     backend: str
@@ -50,6 +57,12 @@ class ServedLoad:
     p99_ms: float
     failures: dict[str, int]
     cores: dict[str, float]  # by process role: main, http, worker, other
+    in_process_batch: int = 0
+    in_process_inputs_per_s: float = 0.0  # the mean of the rounds taken in turns with the served ones
+
+    @property
+    def ratio(self) -> float | None:
+        return self.inputs_per_s / self.in_process_inputs_per_s if self.in_process_inputs_per_s else None
 
 
 @dataclass
@@ -153,7 +166,8 @@ def _percentile_ms(result: LoadResult, q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure_served(settings: BenchSettings, dimensions: int) -> ServedReport:
+def measure_served(settings: BenchSettings, best_batch: dict[str, int]) -> ServedReport:
+    """`best_batch`: per backend, the batch size of its best in-process figure on short texts."""
     backends = settings.served_backends
     report = ServedReport(backends)
     log_path = Path(tempfile.gettempdir()) / "embedserve-bench-server.log"
@@ -167,6 +181,7 @@ def measure_served(settings: BenchSettings, dimensions: int) -> ServedReport:
         return report
     try:
         tree = ServerTree(server.process.pid, server.port)
+        check = embeddings_check(next(iter(server_state(server.url)["backends"].values()))["dimensions"])
         time.sleep(3)  # let start-up settle: the last worker's first samples, the HTTP front's first scrape
         report.loaded_memory = memory_mib(tree.sample())
         print(f"served: idle for {settings.idle_seconds:g} s ...", file=sys.stderr, flush=True)
@@ -175,29 +190,18 @@ def measure_served(settings: BenchSettings, dimensions: int) -> ServedReport:
         report.idle_seconds = settings.idle_seconds
         report.idle_cores = cores_by_role(before, tree.sample(), settings.idle_seconds)
         pool = texts("short", 512, seed=1)
-        check = embeddings_check(dimensions)
         watch = WorkerWatch(tree, backends)
         with watch:
             for backend in backends:
-                path = f"/{backend}/v1/embeddings"
-                for load in LOADS:
-                    print(f"served: {backend}, {load.label} x {load.concurrency} ...", file=sys.stderr, flush=True)
-                    bodies = request_bodies(settings.model, load.batch_size, pool)
-                    closed_loop(server.url, path, bodies, load.concurrency, settings.warmup_seconds, check)
-                    before = tree.sample()
-                    result = closed_loop(server.url, path, bodies, load.concurrency, settings.served_seconds, check)
-                    cores = cores_by_role(before, tree.sample(), result.seconds)
-                    report.loads.append(
-                        ServedLoad(
-                            backend,
-                            load,
-                            result.passed * load.batch_size / result.seconds,
-                            _percentile_ms(result, 0.5),
-                            _percentile_ms(result, 0.99),
-                            result.failures,
-                            cores,
-                        )
-                    )
+                probe = InProcessProbe(settings, backend)
+                try:
+                    for load in LOADS:
+                        print(f"served: {backend}, {load.label} x {load.concurrency} ...", file=sys.stderr, flush=True)
+                        batch = load.batch_size if load.batch_size > 1 else best_batch.get(backend, 32)
+                        measured = measure_load(server, tree, probe, settings, backend, load, batch, pool, check)
+                        report.loads.append(measured)
+                finally:
+                    probe.close()
         time.sleep(3)  # the load is over: what each worker keeps
         steady = watch.rss()
         report.workers = {b: WorkerMemory(b, watch.peaks[b], steady.get(b, 0.0)) for b in backends}
@@ -207,6 +211,45 @@ def measure_served(settings: BenchSettings, dimensions: int) -> ServedReport:
     finally:
         server.stop()
     return report
+
+
+def measure_load(
+    server: ServerProcess,
+    tree: ServerTree,
+    probe: InProcessProbe,
+    settings: BenchSettings,
+    backend: str,
+    load: LoadShape,
+    in_process_batch: int,
+    pool: list[str],
+    check,
+) -> ServedLoad:
+    path = f"/{backend}/v1/embeddings"
+    bodies = request_bodies(settings.model, load.batch_size, pool)
+    closed_loop(server.url, path, bodies, load.concurrency, settings.warmup_seconds, check)
+    seconds = settings.served_seconds / ROUNDS
+    served, in_process, cores = LoadResult(), [], {}
+    for _ in range(ROUNDS):
+        in_process.append(probe.inputs_per_s("short", in_process_batch, seconds))
+        before = tree.sample()
+        result = closed_loop(server.url, path, bodies, load.concurrency, seconds, check)
+        for role, used in cores_by_role(before, tree.sample(), result.seconds).items():
+            cores[role] = cores.get(role, 0.0) + used / ROUNDS
+        served.seconds += result.seconds
+        served.latencies += result.latencies
+        for reason, count in result.failures.items():
+            served.failures[reason] = served.failures.get(reason, 0) + count
+    return ServedLoad(
+        backend,
+        load,
+        served.passed * load.batch_size / served.seconds,
+        _percentile_ms(served, 0.5),
+        _percentile_ms(served, 0.99),
+        served.failures,
+        cores,
+        in_process_batch,
+        sum(in_process) / ROUNDS,
+    )
 
 
 def soak(server: ServerProcess, tree: ServerTree, settings: BenchSettings, check) -> SoakResult:
@@ -254,14 +297,14 @@ def soak(server: ServerProcess, tree: ServerTree, settings: BenchSettings, check
     return result
 
 
-def format_served(report: ServedReport, in_process: dict[tuple[str, str, int], float]) -> str:
-    """`in_process`: (backend, profile, batch size) -> inputs/s measured in-process in the same run."""
+def format_served(report: ServedReport) -> str:
     if report.error:
         return f"served: the server did not start: {report.error}"
     idle = report.idle_cores
     lines = [
         f"served: one server with {', '.join(report.backends)}; one backend under load at a time; client: "
-        "loadtest/http_load.py (base64 answers, every one checked)",
+        "loadtest/http_load.py (base64 answers, every one checked); in-process figure taken in turns with the served "
+        f"one ({ROUNDS} rounds each)",
         f"idle CPU over {report.idle_seconds:g} s: {100 * sum(idle.values()):.2f}% of one core in all ("
         + ", ".join(f"{role} {100 * cores:.2f}%" for role, cores in sorted(idle.items()))
         + ")",
@@ -272,14 +315,8 @@ def format_served(report: ServedReport, in_process: dict[tuple[str, str, int], f
         f"{'worker':>8}{'http':>6}{'other':>7}{'fails':>6}",
     ]
     for load in report.loads:
-        profile_cells = {b: r for (be, p, b), r in in_process.items() if be == load.backend and p == "short"}
-        if load.load.batch_size > 1:
-            batch = load.load.batch_size
-            reference = profile_cells.get(batch)
-        else:  # single texts: against the best batch, what dynamic batching could reach at most
-            batch, reference = max(profile_cells.items(), key=lambda item: item[1], default=(0, None))
-        compared = f"{reference:.1f} (b{batch})" if reference else "-"
-        ratio = f"{load.inputs_per_s / reference:.2f}" if reference else "-"
+        compared = f"{load.in_process_inputs_per_s:.1f} (b{load.in_process_batch})"
+        ratio = f"{load.ratio:.2f}" if load.ratio else "-"
         cores = load.cores
         other = cores.get("main", 0) + cores.get("other", 0)
         lines.append(

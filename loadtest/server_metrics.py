@@ -29,6 +29,9 @@ class MetricsSnapshot:
         wanted = set(labels.items())
         return sum(value for (sample, have), value in self.samples.items() if sample == name and wanted <= have)
 
+    def names(self) -> set[str]:
+        return {name for name, _ in self.samples}
+
     def label_values(self, name: str, label: str) -> set[str]:
         return {dict(labels)[label] for (sample, labels) in self.samples if sample == name and label in dict(labels)}
 

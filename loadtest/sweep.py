@@ -50,16 +50,18 @@ def write_results(
 def format_table(results: list[CellResult]) -> str:
     header = (
         f"{'backend':<14}{'profile':<9}{'batch':>6}{'users':>6}{'req/s':>9}{'inputs/s':>10}{'tokens/s':>10}"
-        f"{'p50':>7}{'p95':>7}{'p99':>7}{'max':>7}{'queue':>7}{'infer':>7}{'fails':>6}"
+        f"{'p50':>7}{'p95':>7}{'p99':>7}{'max':>7}{'queue':>7}{'infer':>7}{'wkr':>5}{'http':>5}{'rest':>5}{'fails':>6}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         ms = lambda value: f"{value:7.0f}" if value is not None else f"{'-':>7}"  # noqa: E731
+        cores = lambda value: f"{value:5.2f}" if value is not None else f"{'-':>5}"  # noqa: E731
         flag = " (Locust CPU-bound)" if r.locust_cpu_bound else ""
         lines.append(
             f"{r.backend:<14}{r.profile:<9}{r.batch_size:>6}{r.concurrency:>6}{r.requests_per_s:>9.1f}"
             f"{r.inputs_per_s:>10.1f}{r.tokens_per_s:>10.0f}{ms(r.p50_ms)}{ms(r.p95_ms)}{ms(r.p99_ms)}{ms(r.max_ms)}"
-            f"{ms(r.queue_wait_ms)}{ms(r.inference_ms)}{r.failures:>6}{flag}"
+            f"{ms(r.queue_wait_ms)}{ms(r.inference_ms)}{cores(r.worker_cores)}{cores(r.http_cores)}"
+            f"{cores(r.other_cores)}{r.failures:>6}{flag}"
         )
     return "\n".join(lines)
 
@@ -107,6 +109,10 @@ def run_sweep(settings: SweepSettings) -> Path:
         if server:
             server.stop()
     print("\n\n" + format_table(results))
+    print(
+        "(ms: latency, the server's mean queue wait and batch inference; wkr, http, rest: cores the loaded "
+        "backend's worker, the HTTP front and the rest of the server used)"
+    )
     for search in saturation:
         best = (
             f"{search.best_inputs_per_s:.1f} inputs/s at {search.best_concurrency} users "

@@ -25,13 +25,13 @@ def test_cores_by_role_adds_up_each_roles_cpu_time_over_the_interval():
     assert memory_mib(after, "worker") == (500 / 2**20, 400 / 2**20)
 
 
-def test_served_ratios_compare_with_the_same_runs_in_process_figures():
+def test_served_ratios_compare_with_the_in_process_figures_taken_in_turns():
     report = ServedReport(["onnx"], idle_seconds=30, idle_cores={"http": 0.002, "worker": 0.001})
     report.loads = [
-        ServedLoad("onnx", LoadShape("32 short texts", 32, 4), 300.0, 1, 2, {}, {"worker": 1.9}),
-        ServedLoad("onnx", LoadShape("1 short text", 1, 64), 270.0, 1, 2, {}, {"worker": 1.8}),
+        ServedLoad("onnx", LoadShape("32 short texts", 32, 4), 300.0, 1, 2, {}, {"worker": 1.9}, 32, 333.3),
+        ServedLoad("onnx", LoadShape("1 short text", 1, 64), 270.0, 1, 2, {}, {"worker": 1.8}, 32, 333.3),
     ]
-    text = format_served(report, {("onnx", "short", 8): 280.0, ("onnx", "short", 32): 333.3, ("onnx", "long", 32): 9})
+    text = format_served(report)
     assert "0.30% of one core" in text
     rows = [line for line in text.splitlines() if line.startswith("onnx ")]
     assert "333.3 (b32)" in rows[0] and " 0.90 " in rows[0]

@@ -44,6 +44,8 @@ def test_every_cell_is_written_with_positive_throughput_and_ordered_percentiles(
         # server-side figures, from /metrics
         assert cell["queue_wait_ms"] is not None and cell["inference_ms"] > 0
         assert cell["inputs_per_forward"] >= 1 and cell["worker_rss_peak_mb"] > 50
+        # the loaded worker did the work (sampled each second: a 2.5 s cell sees at least one step)
+        assert cell["worker_cores"] > 0.05 and cell["http_cores"] >= 0 and cell["other_cores"] >= 0
         assert 0 <= cell["locust_cpu_pct"] < 400
     env = document["environment"]
     assert (
