@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,6 +203,7 @@ def measure_served(settings: BenchSettings, best_batch: dict[str, int]) -> Serve
                         report.loads.append(measured)
                 finally:
                     probe.close()
+            long_batches(server, settings.model, backends, check)
         time.sleep(3)  # the load is over: what each worker keeps
         steady = watch.rss()
         report.workers = {b: WorkerMemory(b, watch.peaks[b], steady.get(b, 0.0)) for b in backends}
@@ -211,6 +213,20 @@ def measure_served(settings: BenchSettings, best_batch: dict[str, int]) -> Serve
     finally:
         server.stop()
     return report
+
+
+def long_batches(server: ServerProcess, model: str, backends: list[str], check) -> None:
+    """Three requests of 32 long (256-token) texts per backend: the largest passes, whose memory must come back."""
+    bodies = request_bodies(model, 32, texts("long", 96, seed=2))
+    for backend in backends:
+        print(f"served: {backend}, 3 requests of 32 long texts ...", file=sys.stderr, flush=True)
+        for body in bodies:
+            request = urllib.request.Request(
+                f"{server.url}/{backend}/v1/embeddings", body, {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=300) as response:
+                if reason := check(response.status, response.read()):
+                    raise RuntimeError(f"{backend}: a long batch failed: {reason}")
 
 
 def measure_load(
@@ -253,7 +269,7 @@ def measure_load(
 
 
 def soak(server: ServerProcess, tree: ServerTree, settings: BenchSettings, check) -> SoakResult:
-    """Steady mixed-length load on every backend at once, then twice the users' overload burst, then a rest."""
+    """Steady mixed-length load on every backend at once, then a burst of 16 times the users, then a rest."""
     backends = settings.served_backends
     result = SoakResult(settings.soak_seconds, min(60.0, settings.soak_seconds / 5))
     watch = WorkerWatch(tree, backends)
@@ -261,21 +277,12 @@ def soak(server: ServerProcess, tree: ServerTree, settings: BenchSettings, check
 
     def run(seconds: float, per_backend: int) -> None:
         outcomes: list[LoadResult] = []
-        threads = [
-            threading.Thread(
-                target=lambda b=b: outcomes.append(
-                    closed_loop(
-                        server.url,
-                        f"/{b}/v1/embeddings",
-                        mixed_bodies(settings.model, seed=hash(b) % 1000),
-                        per_backend,
-                        seconds,
-                        check,
-                    )
-                )
-            )
-            for b in backends
-        ]
+
+        def load(number: int, backend: str) -> None:
+            bodies = mixed_bodies(settings.model, seed=number)
+            outcomes.append(closed_loop(server.url, f"/{backend}/v1/embeddings", bodies, per_backend, seconds, check))
+
+        threads = [threading.Thread(target=load, args=item) for item in enumerate(backends)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -309,7 +316,8 @@ def format_served(report: ServedReport) -> str:
         + ", ".join(f"{role} {100 * cores:.2f}%" for role, cores in sorted(idle.items()))
         + ")",
         f"memory, whole process tree: loaded {report.loaded_memory[0]:.0f} MiB RSS / {report.loaded_memory[1]:.0f} "
-        f"MiB PSS; after the loads {report.after_load_memory[0]:.0f} / {report.after_load_memory[1]:.0f}",
+        f"MiB PSS; after the loads and 3 requests of 32 long texts per backend {report.after_load_memory[0]:.0f} / "
+        f"{report.after_load_memory[1]:.0f}",
         "",
         f"{'backend':<15}{'load':<24}{'inputs/s':>9}{'in-process':>17}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'worker':>8}{'http':>6}{'other':>7}{'fails':>6}",

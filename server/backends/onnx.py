@@ -28,6 +28,10 @@ class OnnxBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if settings.cpu_threads:
             options.intra_op_num_threads = settings.cpu_threads
+        if not device.startswith("cuda"):
+            # Memory patterns plan and hold one block per input shape seen; under varied traffic they kept a worker
+            # 8% above its steady level after a burst (0.7% without), for no measurable speed on MiniLM.
+            options.enable_mem_pattern = False
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             device_id = int(device.partition(":")[2] or 0)

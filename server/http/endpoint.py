@@ -31,15 +31,15 @@ def embeddings_path(backend: str) -> str:
     return f"/{backend}/v1/embeddings"
 
 
-def _heap_trim():
+_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (not musl, not macOS)
+
+
+def trim_heap() -> None:
     """glibc keeps what a large batch freed in its heaps; malloc_trim gives it back to the system, so a worker's
-    memory returns to its steady level after a burst (PyTorch on MiniLM under mixed lengths: 600+ MB growing, with it
-    a flat 505 MB). 1-2 us when there is nothing to give back. A no-op where the C library has none (musl, macOS)."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    return (lambda: trim(0)) if trim else (lambda: None)
-
-
-trim_heap = _heap_trim()
+    memory returns to its steady level after a burst (PyTorch on MiniLM under mixed lengths: 600 MB and growing
+    without it, a flat 505 MB with it). 1-2 us when there is nothing to give back."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 @dataclass

@@ -36,20 +36,29 @@ class RequestMetricsMiddleware:
         metrics = server_metrics()
         started = time.monotonic()
         status = 500  # what the client gets when the app fails before starting a response
+        in_flight = metrics.in_flight.labels(backend, self.model)
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                in_flight.dec()
+                metrics.observe_response(backend, self.model, status, time.monotonic() - started)
 
         async def timed_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                count()  # before the client can read the whole answer: a scrape that follows it sees it counted
             await send(message)
 
-        in_flight = metrics.in_flight.labels(backend, self.model)
         in_flight.inc()
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            in_flight.dec()
-            metrics.observe_response(backend, self.model, status, time.monotonic() - started)
+            count()
 
 
 def install_metrics_route(app: FastAPI) -> None:
