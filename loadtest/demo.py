@@ -64,7 +64,7 @@ def main() -> None:
         server.stop()
     print(f"report: {write_report(ReportSettings(runs=[run_dir]))}")
     print("\nin-process bench (embedserve bench --seconds 1):", flush=True)
-    run_bench(BenchSettings(backends=list(BACKENDS), seconds=1.0))
+    run_bench(BenchSettings(backends=list(BACKENDS), seconds=1.0, served_backends=[]))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ async def _closed_loop(
     bodies: list[bytes],
     concurrency: int,
     seconds: float,
-    check: Callable[[int, bytes], str | None],
+    check: Callable[[bytes, int, bytes], str | None],
     headers: dict[str, str] | None,
 ) -> LoadResult:
     result = LoadResult()
@@ -96,9 +96,10 @@ async def _closed_loop(
         try:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                status, body = await connection.post(path, bodies[sent % len(bodies)], headers)
+                request = bodies[sent % len(bodies)]
+                status, body = await connection.post(path, request, headers)
                 sent += concurrency
-                reason = check(status, body)
+                reason = check(request, status, body)
                 if reason:
                     result.failures[reason] = result.failures.get(reason, 0) + 1
                 else:
@@ -118,8 +119,10 @@ def closed_loop(
     bodies: list[bytes],
     concurrency: int,
     seconds: float,
-    check: Callable[[int, bytes], str | None],
+    check: Callable[[bytes, int, bytes], str | None],
     headers: dict[str, str] | None = None,
 ) -> LoadResult:
-    """`concurrency` users, each sending its next body as soon as the last answer came, for `seconds`."""
+    """`concurrency` users, each sending its next body as soon as the last answer came, for `seconds`.
+
+    `check(request body, status, response body)` returns why an answer is wrong, or None."""
     return asyncio.run(_closed_loop(url, path, bodies, concurrency, seconds, check, headers))

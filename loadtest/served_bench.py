@@ -5,8 +5,8 @@ figure too. Measured: the server's CPU while idle, throughput at saturation for 
 one short text (closed loop, `loadtest/http_load.py`) against the same backend in-process (batch 32, and the best
 batch for single texts), taken in turns, three rounds each, so that a drifting machine biases neither; the cores
 each process role used meanwhile, and memory (the whole process tree, each worker's RSS at its peak and once the
-load stops). An optional soak runs mixed-length
-load on every backend, then an overload burst, and reports how each worker's RSS drifted and came back.
+load stops). An optional soak runs mixed-length load on every backend, then an overload burst, and reports how each
+worker's RSS drifted and came back.
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ class LoadShape:
 # Saturation: enough requests in flight that the worker never waits for the next one; for single texts, enough
 # that a dynamic batch can fill --max-batch-requests (32) while the previous one runs.
 LOADS = (LoadShape("32 short texts", 32, 4), LoadShape("1 short text", 1, 64))
-
-
+# Served and in-process measurements alternate this many times per load.
 ROUNDS = 3
 
 
@@ -108,10 +107,14 @@ def request_bodies(model: str, batch_size: int, pool: list[str]) -> list[bytes]:
 
 
 def embeddings_check(dimensions: int):
-    def check(status: int, body: bytes) -> str | None:
+    """An answer is right when it holds one base64 embedding of `dimensions` floats per input, in order."""
+
+    def check(request: bytes, status: int, body: bytes) -> str | None:
         if status != 200:
             return f"HTTP {status}"
         data = orjson.loads(body)["data"]
+        if [item["index"] for item in data] != list(range(len(orjson.loads(request)["input"]))):
+            return "not one embedding per input, in order"
         if any(len(base64.b64decode(item["embedding"])) != 4 * dimensions for item in data):
             return f"not {dimensions} dimensions"
         return None
@@ -225,7 +228,7 @@ def long_batches(server: ServerProcess, model: str, backends: list[str], check) 
                 f"{server.url}/{backend}/v1/embeddings", body, {"Content-Type": "application/json"}
             )
             with urllib.request.urlopen(request, timeout=300) as response:
-                if reason := check(response.status, response.read()):
+                if reason := check(body, response.status, response.read()):
                     raise RuntimeError(f"{backend}: a long batch failed: {reason}")
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from loadtest.process_tree import ProcessSample, cores_by_role, memory_mib
-from loadtest.served_bench import LoadShape, ServedLoad, ServedReport, format_served
+from loadtest.served_bench import LoadShape, ServedLoad, ServedReport, embeddings_check, format_served
 from tests.helpers import ROOT
 
 
@@ -58,3 +58,20 @@ def test_bench_reports_in_process_quality_and_served_sections(exported):
     served = re.findall(loads, report, re.M)
     assert len(served) == 2 and all(float(inputs) > 0 and float(ratio) > 0 for _, inputs, _, ratio in served), report
     assert re.search(r"^onnx +\d+ +\d+$", report, re.M), "worker RSS peak and steady"
+
+
+def test_the_served_check_wants_one_embedding_of_the_right_size_per_input_in_order():
+    import base64
+
+    import orjson
+
+    check = embeddings_check(dimensions=2)
+    request = orjson.dumps({"input": ["a", "b"]})
+    vector = base64.b64encode(b"\0" * 8).decode()
+    answer = lambda *indices: orjson.dumps({"data": [{"index": i, "embedding": vector} for i in indices]})  # noqa: E731
+    assert check(request, 200, answer(0, 1)) is None
+    assert check(request, 503, b"{}") == "HTTP 503"
+    assert check(request, 200, answer(0)) == "not one embedding per input, in order"
+    assert check(request, 200, answer(1, 0)) == "not one embedding per input, in order"
+    short = orjson.dumps({"data": [{"index": 0, "embedding": vector}, {"index": 1, "embedding": "AAAA"}]})
+    assert check(request, 200, short) == "not 2 dimensions"
