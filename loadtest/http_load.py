@@ -78,19 +78,21 @@ class LoadResult:
         return sum(self.failures.values())
 
 
-async def _closed_loop(
+def closed_loop(
     url: str,
     path: str,
     bodies: list[bytes],
     concurrency: int,
     seconds: float,
     check: Callable[[bytes, int, bytes], str | None],
-    headers: dict[str, str] | None,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
-    result = LoadResult()
-    deadline = time.perf_counter() + seconds
+    """`concurrency` users, each sending its next body as soon as the last answer came, for `seconds`.
 
-    async def user(number: int) -> None:
+    `check(request body, status, response body)` returns why an answer is wrong, or None."""
+    result = LoadResult()
+
+    async def user(number: int, deadline: float) -> None:
         connection = await KeepAliveConnection.open(url)
         sent = number
         try:
@@ -107,22 +109,11 @@ async def _closed_loop(
         finally:
             connection.close()
 
+    async def users() -> None:
+        deadline = time.perf_counter() + seconds
+        await asyncio.gather(*(user(number, deadline) for number in range(concurrency)))
+
     started = time.perf_counter()
-    await asyncio.gather(*(user(number) for number in range(concurrency)))
+    asyncio.run(users())
     result.seconds = time.perf_counter() - started
     return result
-
-
-def closed_loop(
-    url: str,
-    path: str,
-    bodies: list[bytes],
-    concurrency: int,
-    seconds: float,
-    check: Callable[[bytes, int, bytes], str | None],
-    headers: dict[str, str] | None = None,
-) -> LoadResult:
-    """`concurrency` users, each sending its next body as soon as the last answer came, for `seconds`.
-
-    `check(request body, status, response body)` returns why an answer is wrong, or None."""
-    return asyncio.run(_closed_loop(url, path, bodies, concurrency, seconds, check, headers))
