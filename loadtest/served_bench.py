@@ -11,7 +11,6 @@ worker's RSS drifted and came back.
 
 from __future__ import annotations
 
-import base64
 import random
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import orjson
 
+from loadtest.checks import embeddings_failure
 from loadtest.corpus import texts
 from loadtest.environment import server_state
 from loadtest.http_load import LoadResult, closed_loop
@@ -107,17 +107,14 @@ def request_bodies(model: str, batch_size: int, pool: list[str]) -> list[bytes]:
 
 
 def embeddings_check(dimensions: int):
-    """An answer is right when it holds one base64 embedding of `dimensions` floats per input, in order."""
+    """The Locust checks (loadtest/checks.py) for http_load: one base64 embedding of `dimensions` per input."""
 
     def check(request: bytes, status: int, body: bytes) -> str | None:
-        if status != 200:
-            return f"HTTP {status}"
-        data = orjson.loads(body)["data"]
-        if [item["index"] for item in data] != list(range(len(orjson.loads(request)["input"]))):
-            return "not one embedding per input, in order"
-        if any(len(base64.b64decode(item["embedding"])) != 4 * dimensions for item in data):
-            return f"not {dimensions} dimensions"
-        return None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        return embeddings_failure(status, answer, len(orjson.loads(request)["input"]), dimensions, "base64")
 
     return check
 

@@ -45,7 +45,7 @@ def is_complete(directory: Path) -> bool:
     return marker.is_file() and json.loads(marker.read_text()).get("export_version") == EXPORT_VERSION
 
 
-def ensure_artefact(settings: EngineSettings, model_dir: Path, runtime: str, quantize: str) -> Path:
+def ensure_artefact(settings: EngineSettings, runtime: str, quantize: str) -> Path:
     """The artefact's directory, exported first (in a child process) when it is missing."""
     target = artefact_dir(settings.cache, settings.model, runtime, quantize)
     if is_complete(target):
@@ -87,4 +87,4 @@ def backend_files(settings: EngineSettings, model_dir: Path, backend: Backend) -
     """The folder a backend loads: the model's own for a runtime that reads it directly, else its artefact."""
     if backend.artefact is None:
         return model_dir
-    return ensure_artefact(settings, model_dir, backend.artefact, backend.quantize)
+    return ensure_artefact(settings, backend.artefact, backend.quantize)

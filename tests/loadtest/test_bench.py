@@ -71,7 +71,8 @@ def test_the_served_check_wants_one_embedding_of_the_right_size_per_input_in_ord
     answer = lambda *indices: orjson.dumps({"data": [{"index": i, "embedding": vector} for i in indices]})  # noqa: E731
     assert check(request, 200, answer(0, 1)) is None
     assert check(request, 503, b"{}") == "HTTP 503"
-    assert check(request, 200, answer(0)) == "not one embedding per input, in order"
-    assert check(request, 200, answer(1, 0)) == "not one embedding per input, in order"
+    assert check(request, 502, b"not json") == "HTTP 502"
+    assert check(request, 200, answer(0)) == "expected 2 embeddings, got 1"
+    assert check(request, 200, answer(1, 0)) == "embeddings are not indexed 0..n-1 in order"
     short = orjson.dumps({"data": [{"index": 0, "embedding": vector}, {"index": 1, "embedding": "AAAA"}]})
-    assert check(request, 200, short) == "not 2 dimensions"
+    assert check(request, 200, short) == "expected 2 dimensions, got 0"

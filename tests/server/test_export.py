@@ -14,10 +14,10 @@ def test_artefacts_are_keyed_by_model_runtime_and_variant(tmp_path):
     )
 
 
-def test_missing_artefact_without_export_names_the_command(tmp_path, minilm_dir):
+def test_missing_artefact_without_export_names_the_command(tmp_path):
     settings = EngineSettings(cache=tmp_path, allow_export=False)
     with pytest.raises(FileNotFoundError, match="embedserve export"):
-        ensure_artefact(settings, minilm_dir, "onnx", "none")
+        ensure_artefact(settings, "onnx", "none")
 
 
 @pytest.mark.slow
