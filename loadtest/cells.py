@@ -1,4 +1,8 @@
-"""A sweep's unit: one backend, text profile, batch size and concurrency, and what was measured there."""
+"""A sweep's unit: one backend, text profile and batch size under one load, and what was measured there.
+
+The load is closed loop (`concurrency` users, each waiting for its answer before it sends again) or open loop
+(`rate` arrivals per second, sent when due whatever the server does).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,21 @@ class Cell:
     backend: str
     profile: str
     batch_size: int
-    concurrency: int
+    concurrency: int = 0
+    rate: float | None = None
+
+    @property
+    def open_loop(self) -> bool:
+        return self.rate is not None
 
     @property
     def name(self) -> str:
-        return f"{self.backend}_{self.profile}_b{self.batch_size}_c{self.concurrency}"
+        load = f"r{self.rate:g}" if self.open_loop else f"c{self.concurrency}"
+        return f"{self.backend}_{self.profile}_b{self.batch_size}_{load}"
 
     def label(self) -> str:
-        return f"{self.backend} {self.profile} batch {self.batch_size} x {self.concurrency} users"
+        load = f"{self.rate:g} req/s" if self.open_loop else f"{self.concurrency} users"
+        return f"{self.backend} {self.profile} batch {self.batch_size} x {load}"
 
 
 @dataclass
@@ -25,14 +36,17 @@ class CellResult:
     backend: str
     profile: str
     batch_size: int
-    concurrency: int
+    concurrency: int = 0  # closed loop: users; open loop: 0
+    rate: float | None = None  # open loop: the arrivals per second asked for
+    load: str = "closed"  # closed | open
     seconds: float = 0.0
     requests: int = 0
     failures: int = 0
     failure_reasons: str = ""
-    requests_per_s: float = 0.0
+    requests_per_s: float = 0.0  # correct answers per second (open loop: the achieved rate)
     inputs_per_s: float = 0.0
     tokens_per_s: float = 0.0
+    # Exact, from every answered request's latency (open loop: from the moment each request was due).
     mean_ms: float = 0.0
     p50_ms: float = 0.0
     p90_ms: float = 0.0
@@ -40,6 +54,12 @@ class CellResult:
     p99_ms: float = 0.0
     p999_ms: float = 0.0
     max_ms: float = 0.0
+    slo_ms: float | None = None
+    goodput_rate: float | None = None  # correct answers within the SLO per second
+    # Open loop only.
+    arrival: str | None = None
+    offered_rate: float | None = None  # requests due per second in the measured window
+    generator_behind_pct: float | None = None  # the generator's worst lag, as a share of the window
     queue_wait_ms: float | None = None
     inference_ms: float | None = None
     inputs_per_forward: float | None = None
@@ -51,5 +71,13 @@ class CellResult:
     http_cores: float | None = None
     other_cores: float | None = None
     gpu_memory_peak_mb: float | None = None
-    locust_cpu_pct: float = 0.0
-    locust_cpu_bound: bool = False
+    # The load generator's busiest process (Locust, or the open-loop client), in % of one core.
+    client_cpu_pct: float = 0.0
+    client_cpu_bound: bool = False
+
+    def set_latencies(self, summary) -> None:
+        """Copy a LatencySummary's figures (None: nothing was answered; the figures stay 0)."""
+        if summary is None:
+            return
+        for name in ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"):
+            setattr(self, name, getattr(summary, name))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Literal
 
 SUBJECTS = (
     "the engineer",
@@ -94,8 +95,16 @@ QUESTIONS = (
     "What is the best way to {verb_base} {obj} {tail}?",
 )
 
-# Approximate token targets of the load profiles (MiniLM's WordPiece: ~1.3 tokens per word).
+# The text profiles of every load tool (bench, sweep, soak, Locust): one set, so their figures compare.
+TextProfile = Literal["short", "medium", "long", "variable"]
+# Approximate token targets of the fixed-length profiles (MiniLM's WordPiece: ~1.3 tokens per word).
 PROFILE_WORDS = {"short": 12, "medium": 100, "long": 390}
+PROFILES: dict[str, str] = {
+    "short": "~16 tokens",
+    "medium": "~128 tokens",
+    "long": "~512 tokens (past MiniLM's 256: truncated)",
+    "variable": "normal lengths around ~200 tokens, from 4 to ~500",
+}
 
 
 def sentence(rng: random.Random) -> str:
@@ -117,7 +126,7 @@ def text_of_words(rng: random.Random, words: int) -> str:
     return " ".join(parts)
 
 
-def texts(profile: str, count: int, seed: int = 0) -> list[str]:
+def texts(profile: TextProfile, count: int, seed: int = 0) -> list[str]:
     """`count` texts of a profile: short, medium, long, or variable (normal lengths, as ModernBERT's tests)."""
     rng = random.Random(f"{profile}:{seed}")
     if profile == "variable":

@@ -1,5 +1,6 @@
-"""`make demo`: the three backends on the default model, one request to each endpoint, a short Locust sweep with
-its HTML report, then the in-process bench table."""
+"""`make demo`: the three backends on the default model, one request to each endpoint, a short sweep (closed-loop
+Locust cells, and one open-loop cell per backend: single texts arriving at a fixed rate) with its HTML report, then
+the in-process bench table."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.bench import run_bench
+from loadtest.cells import Cell
 from loadtest.launcher import ServerProcess
 from loadtest.report import write_report
 from loadtest.settings import BenchSettings, ReportSettings, SweepSettings
-from loadtest.sweep import run_sweep
+from loadtest.sweep import grid, run_sweep
 from server.settings import DEFAULT_MODEL
 
 BACKENDS = ("torch", "onnx", "openvino")
-# About 3 minutes on a 2-core machine: 12 cells of 8 s measured after 2 s of warm-up.
+# About 3.5 minutes on a 2-core machine: 15 cells of 8 s measured after 2 s of warm-up.
 DEMO_SWEEP = SweepSettings(
     backends=list(BACKENDS), batch_sizes=[1, 32], concurrency=[1, 8], profiles=["short"], duration=8, warmup=2
 )
+# Open loop: Poisson arrivals of one short text each, at a rate every backend serves on 2 cores.
+DEMO_RATE = 30.0
 TEXTS = ["How do I bake sourdough bread?", "A recipe for sourdough bread", "The quarterly numbers are late."]
 
 
@@ -55,11 +59,12 @@ def main() -> None:
             agreement = (vectors[backend] * vectors["torch"]).sum(axis=1).min()
             print(f"{backend} vs torch: min cosine {agreement:.6f}")
         print(
-            "\nLocust sweep (embedserve sweep --batch-sizes 1,32 --concurrency 1,8 --profiles short "
-            "--duration 8s --warmup 2s):",
+            "\nsweep: closed loop (embedserve sweep --batch-sizes 1,32 --concurrency 1,8 --profiles short "
+            f"--duration 8s --warmup 2s), then open loop (... --batch-sizes 1 --rates {DEMO_RATE:g}):",
             flush=True,
         )
-        run_dir = run_sweep(DEMO_SWEEP.model_copy(update={"host": server.url}))
+        cells = grid(DEMO_SWEEP) + [Cell(backend, "short", 1, rate=DEMO_RATE) for backend in BACKENDS]
+        run_dir = run_sweep(DEMO_SWEEP.model_copy(update={"host": server.url}), cells)
     finally:
         server.stop()
     print(f"report: {write_report(ReportSettings(runs=[run_dir]))}")

@@ -1,22 +1,41 @@
-"""A small closed-loop HTTP/1.1 load generator on asyncio, for measurements where the client's own CPU must stay out
-of the figure (`embedserve bench`'s served section shares the machine with the server it measures).
+"""A small HTTP/1.1 load generator on asyncio: closed loop (a number of users, each waiting for its answer) and open
+loop (arrivals on a schedule, whatever the server does).
 
 Why not Locust here: a Locust request with its checks costs about a millisecond of client CPU, which on a 2-core
 machine is CPU taken from the server under test; this client sends pre-encoded bodies over keep-alive connections
-and costs tens of microseconds per request. Every response is still checked (`check`), never assumed.
+and costs tens of microseconds per request. And Locust's users are closed loop: a slow answer delays its user's
+next request, so a slow server lowers its own load and hides its tail (coordinated omission). The open loop here
+sends each request when it is due and times it from that moment, so any backlog, in the server or in this client,
+counts in the latency. Every response is still checked (`check`), never assumed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
 class ConnectionClosed(Exception):
     """The server closed the connection mid-response."""
+
+
+def run_event_loop(main: Coroutine) -> None:
+    """uvloop where installed (it comes with uvicorn's standard extras): about twice the requests per second of one
+    generator process that asyncio's own loop holds."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+# How a keep-alive connection that the server closed while idle fails on its next request (uvicorn closes idle
+# ones after 5 s): such a request is sent again on a new connection, as HTTP clients do.
+STALE = (ConnectionClosed, ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)
 
 
 class KeepAliveConnection:
@@ -32,9 +51,14 @@ class KeepAliveConnection:
         return cls(reader, writer, parts.netloc)
 
     async def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        return await self.request("POST", path, body, headers)
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n{extra}\r\n"
         )
         self.writer.write(head.encode() + body)
@@ -114,6 +138,144 @@ def closed_loop(
         await asyncio.gather(*(user(number, deadline) for number in range(concurrency)))
 
     started = time.perf_counter()
-    asyncio.run(users())
+    run_event_loop(users())
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass
+class Outcome:
+    """One open-loop request. Times are seconds from the start of the schedule."""
+
+    due: float
+    begun: float | None = None  # when the generator got to it: later than `due` when the generator lags
+    finished: float | None = None  # when its answer was read whole; None: no answer
+    status: int = 0
+    failure: str | None = None  # why the answer was wrong, or None
+
+    @property
+    def latency(self) -> float:
+        """From the moment it was due, not from when it was sent: a backlog anywhere counts."""
+        return self.finished - self.due
+
+    @property
+    def lag(self) -> float:
+        return self.begun - self.due
+
+
+@dataclass
+class OpenLoopResult:
+    span: float  # seconds the schedule covered
+    outcomes: list[Outcome]
+
+    def since(self, start: float) -> OpenLoopResult:
+        """The requests due at or after `start` (drops a warm-up)."""
+        return OpenLoopResult(self.span - start, [o for o in self.outcomes if o.due >= start])
+
+    @property
+    def answered(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.finished is not None]
+
+    @property
+    def passed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.finished is not None and o.failure is None]
+
+    @property
+    def failures(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for outcome in self.outcomes:
+            if outcome.failure:
+                counts[outcome.failure] = counts.get(outcome.failure, 0) + 1
+        return counts
+
+    @property
+    def offered_rate(self) -> float:
+        return len(self.outcomes) / self.span
+
+    @property
+    def elapsed(self) -> float:
+        """From the first arrival's due time to the last answer: a server that falls behind stretches it."""
+        answered = self.answered
+        if not answered:
+            return self.span
+        return max(max(o.finished for o in answered) - self.outcomes[0].due, self.span)
+
+    def rate_within(self, slo_seconds: float | None = None) -> float:
+        """Correct answers per second (achieved rate); with an SLO, only those that met it (goodput)."""
+        passed = self.passed
+        if slo_seconds is not None:
+            passed = [o for o in passed if o.latency <= slo_seconds]
+        return len(passed) / self.elapsed
+
+    @property
+    def max_lag(self) -> float:
+        return max((o.lag for o in self.outcomes if o.begun is not None), default=0.0)
+
+    @property
+    def behind_pct(self) -> float:
+        """How far the generator fell behind its schedule at worst, as a share of the schedule's span."""
+        return 100 * self.max_lag / self.span
+
+
+def open_loop(
+    url: str,
+    schedule: Sequence[float],
+    span: float,
+    request: Callable[[int], tuple[str, bytes]],
+    check: Callable[[int, int, bytes], str | None],
+    headers: dict[str, str] | None = None,
+    max_connections: int = 1024,
+    grace: float = 60.0,
+) -> OpenLoopResult:
+    """Sends request `i` (`request(i)` -> path, body) when `schedule[i]` seconds of `span` have passed, on an idle
+    keep-alive connection or a new one, however many are still waiting for answers (up to `max_connections`).
+
+    `check(i, status, response body)` returns why an answer is wrong, or None. Requests still unanswered `grace`
+    seconds after the last one was due fail with that reason."""
+    outcomes = [Outcome(due) for due in schedule]
+
+    async def run() -> None:
+        idle: list[KeepAliveConnection] = []
+        slots = asyncio.Semaphore(max_connections)
+        start = time.perf_counter()
+
+        async def send(index: int) -> None:
+            outcome = outcomes[index]
+            outcome.begun = time.perf_counter() - start
+            path, body = request(index)
+            async with slots:
+                while True:
+                    reused, connection = bool(idle), None
+                    try:
+                        connection = idle.pop() if idle else await KeepAliveConnection.open(url)
+                        outcome.status, answer = await connection.post(path, body, headers)
+                        break
+                    except (OSError, ConnectionClosed, asyncio.IncompleteReadError) as error:
+                        if connection:
+                            connection.close()
+                        if reused and isinstance(error, STALE):
+                            continue  # the server closed this keep-alive connection while it sat idle: a new one
+                        outcome.failure = f"connection: {type(error).__name__}"
+                        return
+                outcome.finished = time.perf_counter() - start
+                idle.append(connection)
+            outcome.failure = check(index, outcome.status, answer)
+
+        tasks = []
+        for index, due in enumerate(schedule):
+            # a loop: uvloop's timers have millisecond resolution and can wake a little early
+            while (delay := start + due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(index)))
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+        for outcome in outcomes:
+            if outcome.finished is None and outcome.failure is None:
+                outcome.failure = f"no answer within {grace:g} s of the last arrival"
+        for connection in idle:
+            connection.close()
+
+    run_event_loop(run())
+    return OpenLoopResult(span, outcomes)

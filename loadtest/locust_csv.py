@@ -6,13 +6,6 @@ import csv
 from pathlib import Path
 
 
-def read_locust_row(path: Path, name: str) -> dict[str, str] | None:
-    if not path.exists():
-        return None
-    with path.open() as handle:
-        return next((row for row in csv.DictReader(handle) if row["Name"] == name), None)
-
-
 def read_failures(path: Path) -> str:
     if not path.exists():
         return ""

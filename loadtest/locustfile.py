@@ -2,9 +2,14 @@
 `python loadtest/locustfile.py --host http://127.0.0.1:8000 --backends onnx` runs one user in this process and
 prints every request (Locust's `run_single_user`), for debugging.
 
-Every user sends POST /<backend>/v1/embeddings with `--batch-size` texts of a `--profile`, drawn from the
-repository's deterministic corpus with `--seed`, so two runs send the same requests. Every response is checked
-(status, one embedding per input, the expected dimension); anything else is a Locust failure with its reason.
+With no flags, the users ask the server's /v1/models what it serves and spread over its ready backends with its
+model; `--backends` and `--model` choose instead. Every user sends POST /<backend>/v1/embeddings with
+`--batch-size` texts of a `--text-profile`, drawn from the repository's deterministic corpus with `--seed`, so two
+runs send the same requests. Every response is checked (status, one embedding per input, the expected dimension);
+anything else is a Locust failure with its reason.
+
+Locust's users are closed loop (each waits for its answer before it sends again). Open-loop arrivals at a fixed
+rate are `embedserve sweep --rates` (loadtest/open_cell.py).
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import random
+from pathlib import Path
 from typing import ClassVar
 
 import gevent
@@ -20,8 +27,8 @@ from locust import FastHttpUser, constant, events, task
 from locust.runners import WorkerRunner
 
 from loadtest.checks import embeddings_failure
-from loadtest.corpus import texts
-from server.settings import DEFAULT_MODEL
+from loadtest.corpus import PROFILES, texts
+from loadtest.discovery import Served, parse_models
 
 POOL_SIZE = 1024
 log = logging.getLogger("embedserve.locust")
@@ -31,18 +38,21 @@ log = logging.getLogger("embedserve.locust")
 def add_arguments(parser) -> None:
     parser.add_argument(
         "--backends",
-        default="torch",
+        default="",
         include_in_web_ui=True,
-        help="backends to hit, comma separated; users are spread evenly over them",
+        help="backends to hit, comma separated; users are spread evenly over them (default: every ready backend "
+        "the server's /v1/models lists)",
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, include_in_web_ui=True, help="model sent in each request")
+    parser.add_argument(
+        "--model", default="", include_in_web_ui=True, help="model sent in each request (default: the served one)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, include_in_web_ui=True, help="inputs per request")
     parser.add_argument(
         "--text-profile",
         default="short",
-        choices=["short", "medium", "long", "variable"],
+        choices=list(PROFILES),
         include_in_web_ui=True,
-        help="text length: short ~16, medium ~128, long ~512 tokens, variable (normal lengths)",
+        help="text length: " + ", ".join(f"{name} {words}" for name, words in PROFILES.items()),
     )
     parser.add_argument("--encoding-format", default="float", choices=["float", "base64"], include_in_web_ui=True)
     parser.add_argument(
@@ -67,33 +77,64 @@ def add_arguments(parser) -> None:
         include_in_web_ui=True,
         help="seconds after start whose statistics are discarded",
     )
+    parser.add_argument(
+        "--latency-file",
+        default="",
+        help="write every measured request's latency (ms) and 1 if it passed, else 0, one per line, to PATH.<pid>",
+    )
+
+
+# Every measured request's latency (ms) and whether it passed, in this process, for --latency-file (Locust's
+# percentiles are rounded, and its CSV files can miss the last second).
+measured: list[tuple[float, bool]] = []
+
+
+@events.request.add_listener
+def record_latency(name: str, response_time: float, exception=None, **_kwargs) -> None:
+    if name != "/v1/models":
+        measured.append((response_time, exception is None))
 
 
 @events.test_start.add_listener
 def start_warmup(environment, **_kwargs) -> None:
     warmup = environment.parsed_options.warmup
-    if warmup > 0 and not isinstance(environment.runner, WorkerRunner):
+    if warmup > 0:
 
         def reset_after_warmup() -> None:
             gevent.sleep(warmup)
-            environment.runner.stats.reset_all()
-            log.info("warm-up of %.0f s over: statistics reset", warmup)
+            measured.clear()  # in every process; Locust's statistics once, where they are kept
+            if not isinstance(environment.runner, WorkerRunner):
+                environment.runner.stats.reset_all()
+                log.info("warm-up of %.0f s over: statistics reset", warmup)
 
         gevent.spawn(reset_after_warmup)
+
+
+@events.test_stop.add_listener
+def write_latencies(environment, **_kwargs) -> None:
+    prefix = environment.parsed_options.latency_file
+    if prefix and measured:
+        lines = (f"{latency:.3f} {int(passed)}" for latency, passed in measured)
+        Path(f"{prefix}.{os.getpid()}").write_text("\n".join(lines) + "\n")
 
 
 class EmbeddingUser(FastHttpUser):
     # Closed loop: each user sends its next request when the last one is answered, so users = concurrency.
     wait_time = constant(0)
     _numbers = itertools.count()
-    # Shared by the users of one process: texts per (profile, seed), and each backend's output size.
+    # Shared by the users of one process: texts per (profile, seed), and what the server serves.
     _pools: ClassVar[dict[tuple[str, int], list[str]]] = {}
-    _served_dimensions: ClassVar[dict[str, int]] = {}
+    _served: ClassVar[list[Served]] = []
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
         number = next(self._numbers)
         backends = [name.strip() for name in options.backends.split(",") if name.strip()]
+        served = self.served()
+        if not backends:
+            backends = served.ready_backends if served else []
+        if not backends:
+            raise RuntimeError("no backend to load: the server lists none ready in /v1/models; give --backends")
         self.backend = backends[number % len(backends)]
         self.path = f"/{self.backend}/v1/embeddings"
         self.rng = random.Random(options.seed * 100_003 + number)
@@ -101,22 +142,24 @@ class EmbeddingUser(FastHttpUser):
         if key not in self._pools:
             self._pools[key] = texts(options.text_profile, POOL_SIZE, seed=options.seed)
         self.pool = self._pools[key]
-        self.body = {"model": options.model, "encoding_format": options.encoding_format}
+        model = options.model or (served.model if served else "")
+        self.body = {"model": model, "encoding_format": options.encoding_format}
         if options.dimensions:
             self.body["dimensions"] = options.dimensions
-        self.expected_dimensions = options.expected_dimensions or options.dimensions or self.served_dimensions()
+        self.expected_dimensions = (
+            options.expected_dimensions or options.dimensions or (served.dimensions(self.backend) if served else None)
+        )
 
-    def served_dimensions(self) -> int | None:
-        """The backend's output size from /v1/models, asked once per process and backend."""
-        if self.backend not in self._served_dimensions:
+    def served(self) -> Served | None:
+        """The server's /v1/models, asked once per process (a failure of its own when it cannot be read)."""
+        if not self._served:
             with self.client.get("/v1/models", name="/v1/models", catch_response=True) as response:
                 try:
-                    backends = response.json()["data"][0]["backends"]
-                    self._served_dimensions[self.backend] = backends[self.backend]["dimensions"]
-                except (KeyError, IndexError, ValueError, TypeError):
-                    response.failure(f"/v1/models does not report the dimensions of {self.backend}")
+                    self._served[:] = [parse_models(response.json())]
+                except ValueError as error:
+                    response.failure(f"/v1/models: {error}")
                     return None
-        return self._served_dimensions[self.backend]
+        return self._served[0]
 
     @task
     def embed(self) -> None:

@@ -1,8 +1,10 @@
 """`embedserve report RUN [BASELINE]`: a sweep's results.json -> PNG plots and one self-contained HTML file.
 
 Plots: throughput vs batch size, latency percentiles vs concurrency, throughput vs p99 (the saturation curve),
-memory per backend. Tables: ratios between backends measured in the same run, every cell, and with a baseline
-run, the change of every cell both runs share, regressions marked.
+latency vs load (open-loop arrival rates beside the closed-loop curves), memory per backend. Tables: ratios between
+backends measured in the same run, the highest load within the SLO (with the maximum sustainable arrival rate of
+each backend and their ratios), every cell, and with a baseline run, the change of every cell both runs share,
+regressions marked.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ def load_run(run_dir: Path) -> dict:
 
 def ordered(values) -> list:
     return sorted(set(values))
+
+
+def is_open(cell: dict) -> bool:
+    return cell.get("load") == "open"
+
+
+def load_label(cell: dict) -> str:
+    """A cell's load: "16 users" (closed loop) or "20 req/s" (open loop)."""
+    return f"{cell['rate']:g} req/s" if is_open(cell) else f"{cell['concurrency']} users"
+
+
+def load_order(cell: dict) -> tuple:
+    return (is_open(cell), cell.get("rate") or 0, cell["concurrency"])
 
 
 def _figure(panels: int, title: str):
@@ -138,6 +153,44 @@ def plot_saturation(cells: list[dict], backends: list[str], slo_ms: float | None
     return _save(fig, path)
 
 
+def plot_latency_vs_load(cells: list[dict], backends: list[str], slo_ms: float | None, path: Path) -> Path:
+    """p99 against requests per second: open loop at its offered rate (solid), closed loop at the rate its users
+    reached (dashed). Closed loop hides the tail that the same rate shows when arrivals do not wait."""
+    profiles = ordered(c["profile"] for c in cells)
+    fig, axes = _figure(len(profiles), "p99 vs load: open (solid), closed loop (dashed)")
+    for ax, profile in zip(axes, profiles, strict=True):
+        for backend in backends:
+            for batch in ordered(c["batch_size"] for c in cells):
+                own = [c for c in cells if (c["backend"], c["profile"], c["batch_size"]) == (backend, profile, batch)]
+                opened = sorted((c for c in own if is_open(c)), key=lambda c: c["offered_rate"])
+                closed = sorted((c for c in own if not is_open(c)), key=lambda c: c["requests_per_s"])
+                if opened:
+                    ax.plot(
+                        [c["offered_rate"] for c in opened],
+                        [c["p99_ms"] for c in opened],
+                        marker="o",
+                        color=color(backend, backends),
+                        label=f"{backend} b{batch} open",
+                    )
+                if closed:
+                    ax.plot(
+                        [c["requests_per_s"] for c in closed],
+                        [c["p99_ms"] for c in closed],
+                        marker="s",
+                        linestyle="--",
+                        alpha=0.6,
+                        color=color(backend, backends),
+                        label=f"{backend} b{batch} closed",
+                    )
+        if slo_ms:
+            ax.axhline(slo_ms, color="black", linestyle=":", label=f"SLO {slo_ms:g} ms")
+        ax.set(title=f"{profile} texts", xlabel="requests/s", ylabel="p99 latency (ms)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
 def plot_memory(cells: list[dict], backends: list[str], path: Path) -> Path:
     fig, axes = _figure(1, "Peak memory per backend (inference worker RSS; GPU memory where present)")
     ax = axes[0]
@@ -156,15 +209,16 @@ def plot_memory(cells: list[dict], backends: list[str], path: Path) -> Path:
 def ratio_rows(cells: list[dict], backends: list[str]) -> tuple[str, list[list[str]]]:
     """inputs/s of every backend over the baseline backend (torch when present), cell by cell, same run."""
     base = "torch" if "torch" in backends else backends[0]
-    by_key = {(c["backend"], c["profile"], c["batch_size"], c["concurrency"]): c for c in cells}
+    by_key = {(c["backend"], c["profile"], c["batch_size"], load_label(c)): c for c in cells}
+    shapes = {(c["profile"], c["batch_size"], load_order(c)): load_label(c) for c in cells}
     rows = []
-    for profile, batch, users in ordered((c["profile"], c["batch_size"], c["concurrency"]) for c in cells):
-        reference = by_key.get((base, profile, batch, users))
+    for (profile, batch, _), load in sorted(shapes.items()):
+        reference = by_key.get((base, profile, batch, load))
         if not reference or not reference["inputs_per_s"]:
             continue
-        row = [profile, str(batch), str(users)]
+        row = [profile, str(batch), load]
         for backend in backends:
-            cell = by_key.get((backend, profile, batch, users))
+            cell = by_key.get((backend, profile, batch, load))
             row.append(f"{cell['inputs_per_s'] / reference['inputs_per_s']:.2f}x" if cell else "-")
         rows.append(row)
     return base, rows
@@ -172,7 +226,7 @@ def ratio_rows(cells: list[dict], backends: list[str]) -> tuple[str, list[list[s
 
 def comparison_rows(cells: list[dict], baseline: list[dict], regression_pct: float) -> list[tuple[list[str], bool]]:
     """Cells both runs share: throughput and p99 change; a cell is a regression when either worsens too much."""
-    key = lambda c: (c["backend"], c["profile"], c["batch_size"], c["concurrency"])  # noqa: E731
+    key = lambda c: (c["backend"], c["profile"], c["batch_size"], load_label(c))  # noqa: E731
     before = {key(c): c for c in baseline}
     rows = []
     for cell in cells:
@@ -217,8 +271,10 @@ CELL_COLUMNS = [
     ("backend", "backend"),
     ("profile", "profile"),
     ("batch_size", "batch"),
-    ("concurrency", "users"),
+    (load_label, "load"),
+    ("offered_rate", "offered req/s"),
     ("requests_per_s", "req/s"),
+    ("goodput_rate", "goodput req/s"),
     ("inputs_per_s", "inputs/s"),
     ("tokens_per_s", "tokens/s"),
     ("p50_ms", "p50 ms"),
@@ -234,8 +290,45 @@ CELL_COLUMNS = [
     ("http_cores", "HTTP cores"),
     ("other_cores", "other cores"),
     ("failures", "failures"),
-    ("locust_cpu_pct", "Locust CPU %"),
+    ("client_cpu_pct", "load generator CPU %"),
+    ("generator_behind_pct", "generator behind %"),
 ]
+
+
+def cell_value(cell: dict, key) -> str:
+    return _format(key(cell) if callable(key) else cell.get(key))
+
+
+def client_cpu_bound(cell: dict) -> bool:
+    """(Runs written before the open loop called it locust_cpu_bound.)"""
+    return bool(cell.get("client_cpu_bound", cell.get("locust_cpu_bound")))
+
+
+def max_rate_rows(saturation: list[dict]) -> list[list[str]]:
+    """The maximum sustainable arrival rate of each backend, and its ratio to the first backend's, per shape."""
+    searches = [s for s in saturation if s.get("load") == "open"]
+    rows = []
+    for profile, batch in ordered((s["profile"], s["batch_size"]) for s in searches):
+        group = [s for s in searches if (s["profile"], s["batch_size"]) == (profile, batch)]
+        base = group[0]
+        for search in group:
+            ratio = (
+                f"{search['best_rate'] / base['best_rate']:.2f}x" if search["best_rate"] and base["best_rate"] else "-"
+            )
+            rows.append(
+                [
+                    search["backend"],
+                    profile,
+                    str(batch),
+                    _format(search["slo_ms"]),
+                    _format(search["best_rate"]),
+                    f"{ratio} of {base['backend']}",
+                    _format(search["best_inputs_per_s"]),
+                    _format(search["best_p99_ms"]),
+                    search["stopped_because"],
+                ]
+            )
+    return rows
 
 
 def _format(value) -> str:
@@ -265,13 +358,19 @@ def write_report(settings: ReportSettings) -> Path:
     backends = list(dict.fromkeys(c["backend"] for c in cells))
     plots_dir = run_dir / "plots"
     plots_dir.mkdir(exist_ok=True)
-    slo = run["sweep"].get("slo_p99_ms") if run["sweep"].get("find_max") else None
-    plots = [
-        plot_throughput_vs_batch(cells, backends, plots_dir / "throughput_vs_batch.png"),
-        plot_latency_vs_concurrency(cells, backends, plots_dir / "latency_vs_concurrency.png"),
-        plot_saturation(cells, backends, slo, plots_dir / "saturation.png"),
-        plot_memory(cells, backends, plots_dir / "memory.png"),
-    ]
+    sweep = run["sweep"]
+    slo = sweep.get("slo_ms", sweep.get("slo_p99_ms"))
+    closed = [c for c in cells if not is_open(c)]
+    plots = []
+    if closed:
+        plots += [
+            plot_throughput_vs_batch(closed, backends, plots_dir / "throughput_vs_batch.png"),
+            plot_latency_vs_concurrency(closed, backends, plots_dir / "latency_vs_concurrency.png"),
+            plot_saturation(closed, backends, slo if sweep.get("find_max") else None, plots_dir / "saturation.png"),
+        ]
+    if len(closed) < len(cells):
+        plots.append(plot_latency_vs_load(cells, backends, slo, plots_dir / "latency_vs_load.png"))
+    plots.append(plot_memory(cells, backends, plots_dir / "memory.png"))
     env = run["environment"]
     facts = [
         ["model", env["server"]["id"]],
@@ -279,7 +378,7 @@ def write_report(settings: ReportSettings) -> Path:
         ["GPU", ", ".join(env["gpus"]) or "none"],
         ["git commit", env.get("git_commit") or "-"],
         ["packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items())],
-        ["per cell", f"{run['sweep']['duration']:g} s measured after {run['sweep']['warmup']:g} s warm-up"],
+        ["per cell", f"{sweep['duration']:g} s measured after {sweep['warmup']:g} s warm-up"],
         ["started", env["started_at"]],
     ]
     base, ratios = ratio_rows(cells, backends)
@@ -288,9 +387,24 @@ def write_report(settings: ReportSettings) -> Path:
         _table(["", ""], facts),
         "<h2>Ratios between backends (inputs/s, same run)</h2>",
         f'<p class="note">Each backend over {html.escape(base)} in the same cell.</p>',
-        _table(["profile", "batch", "users", *backends], ratios),
+        _table(["profile", "batch", "load", *backends], ratios),
     ]
-    if run.get("saturation"):
+    if len(closed) < len(cells):
+        parts.append(
+            '<p class="note">Open-loop cells: requests sent at their due time whatever the server does; latency '
+            f"from that time, so a backlog counts; goodput: answers within {_format(slo)} ms per second.</p>"
+        )
+    max_rates = max_rate_rows(run.get("saturation", []))
+    if max_rates:
+        parts.append("<h2>Maximum sustainable arrival rate (p99 within the SLO, under 0.1% errors)</h2>")
+        parts.append(
+            _table(
+                ["backend", "profile", "batch", "SLO ms", "max req/s", "ratio", "inputs/s", "p99 ms", "stopped"],
+                max_rates,
+            )
+        )
+    closed_searches = [s for s in run.get("saturation", []) if s.get("load", "closed") == "closed"]
+    if closed_searches:
         parts.append("<h2>Highest throughput within the SLO</h2>")
         parts.append(
             _table(
@@ -300,13 +414,13 @@ def write_report(settings: ReportSettings) -> Path:
                         s["backend"],
                         s["profile"],
                         s["batch_size"],
-                        s["slo_p99_ms"],
+                        s.get("slo_ms", s.get("slo_p99_ms")),
                         _format(s["best_concurrency"]),
                         _format(s["best_inputs_per_s"]),
                         _format(s["best_p99_ms"]),
                         s["stopped_because"],
                     ]
-                    for s in run["saturation"]
+                    for s in closed_searches
                 ],
             )
         )
@@ -324,7 +438,7 @@ def write_report(settings: ReportSettings) -> Path:
                     "backend",
                     "profile",
                     "batch",
-                    "users",
+                    "load",
                     "inputs/s before",
                     "inputs/s now",
                     "change",
@@ -340,13 +454,14 @@ def write_report(settings: ReportSettings) -> Path:
         "<h2>Plots</h2>",
         *map(_image, plots),
         "<h2>Every cell</h2>",
-        '<p class="note">Marked: Locust itself used more than 80% of a core, so it may have limited the cell.</p>',
+        '<p class="note">Marked: the load generator used more than 80% of a core, or fell more than 1% behind its '
+        "schedule, so it may have limited the cell.</p>",
     ]
     parts.append(
         _table(
             [label for _, label in CELL_COLUMNS],
-            [[_format(c[key]) for key, _ in CELL_COLUMNS] for c in cells],
-            [c["locust_cpu_bound"] for c in cells],
+            [[cell_value(c, key) for key, _ in CELL_COLUMNS] for c in cells],
+            [client_cpu_bound(c) or (c.get("generator_behind_pct") or 0) > 1 for c in cells],
             mark="flag",
         )
     )
@@ -355,7 +470,7 @@ def write_report(settings: ReportSettings) -> Path:
         parts.append(
             "<h2>Failures</h2><ul>"
             + "".join(
-                f"<li>{html.escape(c['backend'])} {html.escape(c['profile'])} b{c['batch_size']} c{c['concurrency']}: "
+                f"<li>{html.escape(c['backend'])} {html.escape(c['profile'])} b{c['batch_size']} {load_label(c)}: "
                 f"{html.escape(reasons)}</li>"
                 for c, reasons in failures
             )

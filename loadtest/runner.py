@@ -1,146 +1,109 @@
-"""Running one sweep cell: a headless Locust process (loadtest/locustfile.py) against the server, watched every
-second.
+"""Running one sweep cell: the load generator's process (Locust for closed loop, loadtest/locust_cell.py; the
+asyncio generator for open loop, loadtest/open_cell.py) against the server, watched every second.
 
-Each cell is its own Locust process, so Locust is used as users know it and its CPU use can be measured apart from
-the server's. The locustfile discards the warm-up's statistics; the server's /metrics are read when the warm-up
-ends and when the cell ends, and sampled every second between, for queue vs inference time, batch sizes and peak
-memory.
+The server's /metrics are read when the warm-up ends and when the cell ends, and sampled every second between, for
+queue vs inference time, batch sizes, cores per process role and peak memory.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
 from loadtest.cells import Cell, CellResult
-from loadtest.locust_csv import read_failures, read_last_history_row, read_locust_row
+from loadtest.locust_cell import LocustCell
+from loadtest.open_cell import OpenLoopCell
+from loadtest.progress import Progress
 from loadtest.server_metrics import MetricsSnapshot
 from loadtest.settings import SweepSettings
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-# Above this share of one core, Locust itself may be what limits the cell, not the server.
-LOCUST_CPU_LIMIT_PCT = 80.0
-PERCENTILES = {"p50": "50%", "p90": "90%", "p95": "95%", "p99": "99%", "p999": "99.9%"}
+# Above this share of one core, the load generator itself may be what limits the cell, not the server.
+CLIENT_CPU_LIMIT_PCT = 80.0
 MB = 1024 * 1024
 
 
-class CellRunner:
-    """Runs one cell: a headless Locust process against the server, watched every second."""
+class LoadJob(Protocol):
+    """One cell's load generator, run in a process of its own (loadtest/locust_cell.py, loadtest/open_cell.py)."""
 
-    def __init__(self, settings: SweepSettings, server_url: str, run_dir: Path, total_cells: int):
+    def start(self) -> int:
+        """Starts the generator's process; returns its pid (its CPU is measured)."""
+
+    def running(self) -> bool: ...
+
+    def warmed_up(self) -> bool:
+        """True once the unmeasured warm-up is over."""
+
+    def live_figures(self) -> str:
+        """Figures so far, for the live progress line."""
+
+    def result(self) -> CellResult:
+        """The client-side figures, once the process has ended."""
+
+
+class CellRunner:
+    """Runs cells one after another, with a live line on a terminal and one line per finished cell."""
+
+    def __init__(
+        self,
+        settings: SweepSettings,
+        server_url: str,
+        run_dir: Path,
+        total_cells: int,
+        dimensions: dict[str, int] | None = None,
+    ):
         self.settings = settings
         self.server_url = server_url
         self.locust_dir = run_dir / "locust"
         self.locust_dir.mkdir(parents=True, exist_ok=True)
         self.total_cells = total_cells
+        self.dimensions = dimensions or {}
         self.done = 0
         self.started = time.monotonic()
-
-    def command(self, cell: Cell) -> list[str]:
-        s = self.settings
-        command = [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
-            "--only-summary",
-            "--host",
-            self.server_url,
-            "-u",
-            str(cell.concurrency),
-            "-r",
-            str(cell.concurrency),
-            "-t",
-            f"{s.warmup + s.duration:.0f}s",
-            "--stop-timeout",
-            "5",
-            "--csv",
-            str(self.locust_dir / cell.name),
-            "--exit-code-on-error",
-            "0",
-            "--backends",
-            cell.backend,
-            "--model",
-            s.model,
-            "--batch-size",
-            str(cell.batch_size),
-            "--text-profile",
-            cell.profile,
-            "--encoding-format",
-            s.encoding_format,
-            "--seed",
-            str(s.seed),
-            "--warmup",
-            str(s.warmup),
-        ]
-        if s.dimensions:
-            command += ["--dimensions", str(s.dimensions)]
-        if s.locust_processes > 1:
-            command += ["--processes", str(s.locust_processes)]
-        return command
+        self.progress = Progress()
 
     def run(self, cell: Cell) -> CellResult:
-        log_path = self.locust_dir / f"{cell.name}.log"
-        # --config: an empty file, so a locust.conf in the working directory does not add its own arguments.
-        with log_path.open("w") as log, tempfile.NamedTemporaryFile("w", suffix=".conf") as empty_config:
-            process = subprocess.Popen(
-                [*self.command(cell), "--config", empty_config.name], stdout=log, stderr=subprocess.STDOUT
-            )
-            watch = CellWatch(self.server_url, cell.backend, process.pid)
-            measured_from = None
-            while process.poll() is None:
-                time.sleep(1)
-                watch.sample()
-                if measured_from is None and "statistics reset" in log_path.read_text(errors="replace"):
-                    measured_from = watch.start_measuring()
-                self.print_progress(cell, measured_from)
-            if process.returncode != 0:
-                raise RuntimeError(
-                    f"Locust failed in cell {cell.name} (exit {process.returncode}); see {log_path}:\n"
-                    + log_path.read_text(errors="replace")[-2000:]
-                )
-            if measured_from is None:  # no warm-up configured: the whole run was measured
-                measured_from = watch.first
-        result = self.collect(cell, watch, measured_from)
+        job: LoadJob
+        if cell.open_loop:
+            job = OpenLoopCell(self.settings, self.server_url, cell, self.dimensions.get(cell.backend))
+        else:
+            job = LocustCell(self.settings, self.server_url, cell, self.locust_dir)
+        watch = CellWatch(self.server_url, cell.backend, job.start())
+        measured_from = None
+        while job.running():
+            if not cell.open_loop:
+                time.sleep(1)  # the open-loop job's running() waits for its child's messages instead
+            watch.sample()
+            if measured_from is None and job.warmed_up():
+                measured_from = watch.start_measuring()
+            phase = "measuring" if measured_from is not None else "warming up"
+            self.progress.update(f"{self.position(cell)} {phase:<10} {job.live_figures()} {self.time_left()}")
+        result = job.result()
         if result.requests == 0:
-            raise RuntimeError(
-                f"no request completed in cell {cell.name}; see {log_path}:\n"
-                + log_path.read_text(errors="replace")[-2000:]
-            )
+            raise RuntimeError(f"no request completed in cell {cell.name}")
+        self.server_side(result, watch, measured_from or watch.first)
+        self.progress.finish(f"{self.position(cell)} {summary(result)}")
         self.done += 1
         return result
 
-    def collect(self, cell: Cell, watch: CellWatch, before: MetricsSnapshot) -> CellResult:
+    def position(self, cell: Cell) -> str:
+        return f"[{self.done + 1}/{self.total_cells}] {cell.label():<40}"
+
+    def time_left(self) -> str:
+        per_cell = self.settings.warmup + self.settings.duration + 3
+        left = max(0.0, self.total_cells * per_cell - (time.monotonic() - self.started))
+        return f"~{left / 60:4.1f} min left"
+
+    def server_side(self, result: CellResult, watch: CellWatch, before: MetricsSnapshot) -> None:
         after = MetricsSnapshot.scrape(self.server_url)
-        result = CellResult(cell.backend, cell.profile, cell.batch_size, cell.concurrency)
-        row = read_locust_row(self.locust_dir / f"{cell.name}_stats.csv", f"/{cell.backend}/v1/embeddings")
-        if row:
-            result.requests = int(row["Request Count"])
-            result.failures = int(row["Failure Count"])
-            result.requests_per_s = float(row["Requests/s"])
-            result.mean_ms = float(row["Average Response Time"])
-            result.max_ms = float(row["Max Response Time"])
-            # Locust rounds response times to two significant digits for its percentiles but keeps the max
-            # exact, so a rounded p99 can land above the max; no percentile can truly exceed it.
-            for name, column in PERCENTILES.items():
-                value = float(row[column]) if row[column] not in ("", "N/A") else 0.0
-                setattr(result, f"{name}_ms", min(value, result.max_ms))
-        successes = result.requests - result.failures
-        result.seconds = max(watch.elapsed_since_measuring(), 1e-9)
-        result.inputs_per_s = (
-            result.requests_per_s * successes / result.requests * cell.batch_size if result.requests else 0
-        )
-        result.failure_reasons = read_failures(self.locust_dir / f"{cell.name}_failures.csv")
-        served = {"backend": cell.backend}
-        result.tokens_per_s = after.since(before, "embedserve_tokens_total", **served) / result.seconds
-        to_ms = lambda seconds: None if seconds is None else seconds * 1000  # noqa: E731
+        seconds = max(watch.elapsed_since_measuring(), 1e-9)
+        if result.load == "closed":
+            result.seconds = seconds
+        served = {"backend": result.backend}
+        result.tokens_per_s = after.since(before, "embedserve_tokens_total", **served) / seconds
+        to_ms = lambda value: None if value is None else value * 1000  # noqa: E731
         result.queue_wait_ms = to_ms(after.mean_since(before, "embedserve_queue_wait_seconds", **served))
         result.inference_ms = to_ms(after.mean_since(before, "embedserve_inference_duration_seconds", **served))
         result.inputs_per_forward = after.mean_since(before, "embedserve_forward_inputs", **served)
@@ -148,39 +111,34 @@ class CellRunner:
         result.worker_rss_peak_mb = watch.worker_rss_peak / MB if watch.worker_rss_peak else None
         cpu = "embedserve_process_cpu_seconds"
         if cpu in after.names():
-            all_cores = after.since(before, cpu) / result.seconds
-            result.worker_cores = after.since(before, cpu, role="worker", backend=cell.backend) / result.seconds
-            result.http_cores = after.since(before, cpu, role="http") / result.seconds
+            all_cores = after.since(before, cpu) / seconds
+            result.worker_cores = after.since(before, cpu, role="worker", backend=result.backend) / seconds
+            result.http_cores = after.since(before, cpu, role="http") / seconds
             result.other_cores = max(0.0, all_cores - result.worker_cores - result.http_cores)
         result.gpu_memory_peak_mb = watch.gpu_memory_peak / MB if watch.gpu_memory_peak else None
-        result.locust_cpu_pct = watch.locust_cpu_pct()
-        result.locust_cpu_bound = result.locust_cpu_pct > LOCUST_CPU_LIMIT_PCT
-        return result
+        result.client_cpu_pct = watch.client_cpu_pct()
+        result.client_cpu_bound = result.client_cpu_pct > CLIENT_CPU_LIMIT_PCT
 
-    def print_progress(self, cell: Cell, measured_from: MetricsSnapshot | None) -> None:
-        history = read_last_history_row(self.locust_dir / f"{cell.name}_stats_history.csv")
-        rps = float(history.get("Requests/s") or 0) if history else 0.0
-        p99 = history.get("99%", "N/A") if history else "N/A"
-        per_cell = self.settings.warmup + self.settings.duration + 3
-        elapsed = time.monotonic() - self.started
-        left = max(0.0, self.total_cells * per_cell - elapsed)
-        phase = "measuring" if measured_from is not None else "warming up"
-        print(
-            f"\r[{self.done + 1}/{self.total_cells}] {cell.label():<40} {phase:<10} {rps:7.1f} req/s  "
-            f"p99 {p99:>6} ms  ~{left / 60:4.1f} min left ",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
+
+def summary(result: CellResult) -> str:
+    """One line of a finished cell's main figures."""
+    line = f"{result.requests_per_s:7.1f} req/s  p50 {result.p50_ms:6.1f}  p99 {result.p99_ms:7.1f} ms"
+    if result.load == "open":
+        line += f"  offered {result.offered_rate:.1f}  goodput {result.goodput_rate:.1f} req/s"
+        if result.generator_behind_pct > 1:
+            line += f"  (generator {result.generator_behind_pct:.1f}% behind)"
+    if result.failures:
+        line += f"  {result.failures} failed"
+    return line
 
 
 class CellWatch:
-    """Samples the server's memory and the Locust process's CPU while a cell runs."""
+    """Samples the server's memory and the load generator's CPU while a cell runs."""
 
-    def __init__(self, server_url: str, backend: str, locust_pid: int):
+    def __init__(self, server_url: str, backend: str, client_pid: int):
         self.server_url = server_url
         self.backend = backend
-        self.locust = psutil.Process(locust_pid)
+        self.client = psutil.Process(client_pid)
         self.first = MetricsSnapshot.scrape(server_url)
         self.created = time.monotonic()
         self.worker_rss_peak = 0.0
@@ -208,15 +166,15 @@ class CellWatch:
             self.worker_rss_peak = max(self.worker_rss_peak, rss)
             self.gpu_memory_peak = max(self.gpu_memory_peak, snapshot.total("embedserve_gpu_memory_used_bytes"))
         try:
-            processes = [self.locust, *self.locust.children(recursive=True)]
+            processes = [self.client, *self.client.children(recursive=True)]
             for process in processes:
                 times = process.cpu_times()
                 self.cpu_last[process.pid] = times.user + times.system
         except psutil.NoSuchProcess:
             pass
 
-    def locust_cpu_pct(self) -> float:
-        """The busiest Locust process's share of one core during the measured part."""
+    def client_cpu_pct(self) -> float:
+        """The busiest load-generator process's share of one core during the measured part."""
         wall = self.elapsed_since_measuring()
         busiest = max((cpu - self.cpu_start.get(pid, 0.0) for pid, cpu in self.cpu_last.items()), default=0.0)
         return 100 * busiest / wall if wall > 0 else 0.0

@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import CliPositionalArg
+from pydantic_settings import CliImplicitFlag, CliPositionalArg
 
+from loadtest.arrivals import Arrival
+from loadtest.corpus import TextProfile
 from server.settings import DEFAULT_MODEL, CommaList, Duration, EngineSettings, SettingsBase
+
+PROFILES_HELP = "text lengths (short ~16, medium ~128, long ~512 tokens, variable), comma separated"
 
 
 class BenchSettings(EngineSettings):
@@ -18,7 +22,7 @@ class BenchSettings(EngineSettings):
 
     backends: CommaList[str] = Field(["torch", "onnx", "openvino"], description="backends to measure, comma separated")
     batch_sizes: CommaList[int] = Field([1, 8, 32], description="inputs per forward call, comma separated")
-    profiles: CommaList[Literal["short", "long"]] = Field(["short", "long"], description="text lengths")
+    profiles: CommaList[TextProfile] = Field(["short", "long"], description=PROFILES_HELP)
     seconds: float = Field(3.0, gt=0, description="timed seconds per cell (after one warm-up call)")
     parity_texts: int = Field(128, ge=1, description="texts compared against sentence-transformers")
     served_backends: CommaList[str] = Field(
@@ -38,7 +42,9 @@ class BenchSettings(EngineSettings):
 
 
 class SweepSettings(SettingsBase):
-    """`embedserve sweep`: Locust over backend x batch size x concurrency x profile, one cell at a time."""
+    """`embedserve sweep`: backend x profile x batch size x load, one cell at a time. The load is closed loop
+    (--concurrency: Locust users, each waiting for its answer) or open loop (--rates: arrivals per second, sent when
+    due whatever the server does; both when both are given)."""
 
     host: str | None = Field(None, description="server to load, e.g. http://127.0.0.1:8000 (default: start one)")
     model: str = Field(DEFAULT_MODEL, description="model to request (and to serve, when the sweep starts the server)")
@@ -47,17 +53,31 @@ class SweepSettings(SettingsBase):
     concurrency: CommaList[int] = Field(
         [1, 4, 16, 64], description="concurrent Locust users (closed loop), comma separated"
     )
-    profiles: CommaList[Literal["short", "medium", "long", "variable"]] = Field(
-        ["short", "long"], description="text lengths: short ~16, medium ~128, long ~512 tokens, variable"
+    rates: CommaList[float] = Field(
+        [], description="open loop: requests per second to send, comma separated (empty: closed loop only)"
     )
+    arrival: Arrival = Field("poisson", description="open loop: arrival process, poisson or constant (evenly spaced)")
+    slo_ms: float = Field(
+        100.0,
+        gt=0,
+        description="latency objective: goodput counts the answers within it; --find-max wants p99 within it",
+    )
+    profiles: CommaList[TextProfile] = Field(["short", "long"], description=PROFILES_HELP)
     duration: Duration = Field(30.0, gt=0, description="measured time per cell (30s, 2m, ...)")
     warmup: Duration = Field(5.0, ge=0, description="unmeasured time before each cell's measurement")
     encoding_format: Literal["float", "base64"] = Field("float", description="encoding_format of the requests")
     dimensions: int | None = Field(None, ge=1, description="Matryoshka dimensions to request")
     seed: int = Field(0, description="seed of the text choice: the same seed sends the same requests")
-    find_max: bool = Field(False, description="saturation mode: per backend, raise concurrency until the SLO breaks")
-    slo_p99_ms: float = Field(100.0, gt=0, description="p99 latency objective of --find-max")
+    find_max: CliImplicitFlag[bool] = Field(
+        False,
+        description="saturation search: per backend, raise the load (users, or the rate with --rates) until p99 "
+        "breaks --slo-ms or requests fail",
+    )
     max_concurrency: int = Field(256, ge=1, description="highest concurrency --find-max tries")
+    max_rate: float = Field(4096.0, gt=0, description="highest rate --find-max tries (open loop)")
+    generator_capacity: CliImplicitFlag[bool] = Field(
+        False, description="first measure and print the highest rate one open-loop generator process holds here"
+    )
     locust_processes: int = Field(1, ge=1, description="Locust processes per cell (--processes), for heavy loads")
     output: Path = Field(Path("reports"), description="parent directory of the run's report directory")
 
@@ -69,3 +89,31 @@ class ReportSettings(SettingsBase):
         description="a sweep directory; a second one is the baseline to compare against"
     )
     regression_pct: float = Field(10.0, gt=0, description="a cell worse than the baseline by this much is marked")
+
+
+class SoakSettings(SettingsBase):
+    """`embedserve soak`: steady open-loop load of mixed request sizes and lengths with a share of bad requests,
+    every answer checked against reference vectors of its own inputs, and the server's memory followed."""
+
+    host: str | None = Field(None, description="server to load (default: start one with --backends)")
+    backends: CommaList[str] = Field(
+        [],
+        description="backends to load (default: every ready one the server lists; torch,onnx,openvino when "
+        "the soak starts the server)",
+    )
+    model: str | None = Field(None, description="model (default: the served one; when starting a server, MiniLM)")
+    rate: float = Field(2.5, gt=0, description="requests per second, over all backends")
+    duration: Duration = Field(600.0, gt=0, description="how long the load lasts (30s, 10m, ...)")
+    warmup: Duration = Field(60.0, ge=0, description="memory drift is measured from the end of this")
+    arrival: Arrival = Field("poisson", description="arrival process, poisson or constant")
+    max_inputs: int = Field(16, ge=1, description="inputs per request: 1 to this many")
+    profile: TextProfile = Field("variable", description="text lengths of the inputs")
+    texts: int = Field(96, ge=2, description="distinct texts; each one's reference vector is taken alone first")
+    bad_share: float = Field(0.03, ge=0, lt=1, description="share of requests that are invalid on purpose")
+    min_cosine: float = Field(
+        0.99, gt=0, le=1, description="an answer's vector must be this close to its input's reference vector"
+    )
+    slo_ms: float = Field(1000.0, gt=0, description="latency objective of the goodput figure")
+    sample_seconds: float = Field(5.0, gt=0, description="how often the server's memory is read")
+    seed: int = Field(0, description="seed of texts, sizes, bad requests and arrivals")
+    output: Path = Field(Path("reports"), description="parent directory of the soak's report directory")

@@ -14,8 +14,9 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.slow
 
 
-def run_locust(server, tmp_path, *extra: str) -> tuple[dict, list[dict]]:
+def run_locust(server, tmp_path, *extra: str, backend: str | None = "onnx") -> tuple[dict, list[dict]]:
     prefix = tmp_path / "run"
+    chosen = ["--backends", backend] if backend else []
     result = subprocess.run(
         [
             sys.executable,
@@ -32,8 +33,7 @@ def run_locust(server, tmp_path, *extra: str) -> tuple[dict, list[dict]]:
             server.url,
             "--csv",
             str(prefix),
-            "--backends",
-            "onnx",
+            *chosen,
             "--batch-size",
             "4",
             *extra,
@@ -45,16 +45,25 @@ def run_locust(server, tmp_path, *extra: str) -> tuple[dict, list[dict]]:
     )
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     with open(f"{prefix}_stats.csv") as handle:
-        row = next(r for r in csv.DictReader(handle) if r["Name"] == "/onnx/v1/embeddings")
+        rows = {r["Name"]: r for r in csv.DictReader(handle)}
     with open(f"{prefix}_failures.csv") as handle:
         failures = list(csv.DictReader(handle))
-    return row, failures
+    return (rows[f"/{backend}/v1/embeddings"] if backend else rows), failures
 
 
 def test_plain_locust_uses_the_repository_config_and_every_request_passes(server, tmp_path):
     row, failures = run_locust(server, tmp_path, "--text-profile", "variable", "--encoding-format", "base64")
     assert int(row["Request Count"]) > 0
     assert int(row["Failure Count"]) == 0 and failures == []
+
+
+def test_with_no_backend_or_model_given_users_spread_over_what_v1_models_lists(server, tmp_path):
+    rows, failures = run_locust(server, tmp_path, "-u", "3", "-r", "3", backend=None)
+    assert failures == []
+    for backend in ("torch", "onnx", "openvino"):
+        row = rows[f"/{backend}/v1/embeddings"]
+        assert int(row["Request Count"]) > 0 and int(row["Failure Count"]) == 0, backend
+    assert int(rows["/v1/models"]["Request Count"]) >= 1  # asked once per Locust process
 
 
 def test_wrong_dimension_is_a_failure_with_its_reason(server, tmp_path):
