@@ -1,4 +1,4 @@
-"""`embedserve` entry point: serve, export (the server side), bench, sweep, report (the load-testing side).
+"""`embedserve` entry point: serve, export (the server side), bench, sweep, soak, report (the load-testing side).
 
 The one module that names both sides. Every flag is a field of a settings class (server/settings.py,
 loadtest/settings.py), so `--help` documents all of them, and each one can also come from EMBEDSERVE_<FIELD> or
@@ -13,7 +13,7 @@ import sys
 
 from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
 
-from loadtest.settings import BenchSettings, ReportSettings, SweepSettings
+from loadtest.settings import BenchSettings, ReportSettings, SoakSettings, SweepSettings
 from server.settings import CONFIG_ENV, ExportSettings, ServeSettings
 
 
@@ -55,6 +55,15 @@ class SweepCommand(SweepSettings):
         run_sweep(self)
 
 
+class SoakCommand(SoakSettings):
+    def cli_cmd(self) -> None:
+        from loadtest.soak import run_soak
+
+        report, _ = run_soak(self)
+        if report.failed:
+            sys.exit(1)
+
+
 class ReportCommand(ReportSettings):
     def cli_cmd(self) -> None:
         from loadtest.report import write_report
@@ -69,6 +78,7 @@ class EmbedServe(BaseSettings):
     export: CliSubCommand[ExportCommand]
     bench: CliSubCommand[BenchCommand]
     sweep: CliSubCommand[SweepCommand]
+    soak: CliSubCommand[SoakCommand]
     report: CliSubCommand[ReportCommand]
 
     def cli_cmd(self) -> None:
