@@ -137,6 +137,29 @@ def embedserve_dashboard() -> dashboard.Dashboard:
             "Received and not yet answered; at the queue limit the server answers 503",
         )
     )
+    board = board.with_panel(
+        time_series(
+            "Shed requests/s by reason",
+            "reqps",
+            [
+                query(
+                    f"sum by (backend, reason) (rate(embedserve_rejected_requests_total{{{SERVED}}}[{WINDOW}]))",
+                    "{{backend}} {{reason}}",
+                )
+            ],
+            "Answered at once with 503 server_overloaded: expected_wait (the queued work would make the request wait "
+            "past max_queue_wait_ms), queue_timeout (it waited that long before its batch), count_bound (max_queue)",
+        )
+    )
+    board = board.with_panel(
+        time_series(
+            "Expected wait",
+            "s",
+            [query(f"max by (backend) (embedserve_expected_wait_seconds{{{SERVED}}})", "{{backend}}")],
+            "The wait a new request would have now: the work queued for the backend over its measured throughput; "
+            "above max_queue_wait_ms, new requests are shed",
+        )
+    )
 
     board = board.with_row(dashboard.Row("Latency"))
     board = board.with_panel(

@@ -34,6 +34,8 @@ INPUT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 TOKEN_BUCKETS = tuple(2**power for power in range(4, 18))  # 16 ... 131072 padded tokens per pass
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 PROCESS_SAMPLE_SECONDS = 1.0
+# Why a request was shed with 503 server_overloaded (server/http/overload.py, server/http/admission.py).
+REJECTION_REASONS = ("expected_wait", "queue_timeout", "count_bound")
 
 
 def use_multiprocess_dir(directory: Path) -> None:
@@ -72,6 +74,19 @@ class ServerMetrics:
             "Requests in flight per backend and HTTP process beyond which the server answers 503 (max_queue)",
             served,
             multiprocess_mode="max",
+        )
+        self.rejected = Counter(
+            "embedserve_rejected_requests",
+            "Requests shed with 503 server_overloaded, by reason: expected_wait (the queued work would make it wait "
+            "past max_queue_wait_ms), count_bound (max_queue requests in flight), queue_timeout (waited past "
+            "max_queue_wait_ms before its batch started)",
+            [*served, "reason"],
+        )
+        self.expected_wait = Gauge(
+            "embedserve_expected_wait_seconds",
+            "The wait a new request would have now: the work queued for the backend over its measured throughput",
+            served,
+            multiprocess_mode="livemax",
         )
         # Inference workers: where the time goes and what the batcher formed.
         self.queue_wait = Histogram(

@@ -135,7 +135,17 @@ class ServeSettings(EngineSettings):
         "that arrive while a batch runs form the next one)",
     )
     max_queue: int = Field(
-        256, ge=1, description="requests in flight per backend (per HTTP process); beyond it: 503 + Retry-After"
+        256,
+        ge=1,
+        description="hard bound on requests in flight per backend (per HTTP process); beyond it: 503 + Retry-After",
+    )
+    max_queue_wait_ms: float = Field(
+        5000.0,
+        ge=0,
+        description="shed a request at once (503 server_overloaded + Retry-After) when the work queued ahead of it "
+        "for its backend, over the backend's measured throughput, would make it wait longer than this; a request "
+        "that still waited longer before its batch starts is shed the same way; set it to your latency budget; "
+        "0: off",
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body limit; beyond it: 413")
     max_request_tokens: int = Field(300_000, ge=1, description="tokens per request (OpenAI: 300000)")

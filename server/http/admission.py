@@ -1,25 +1,34 @@
-"""Admission control in front of the queues: a body-size limit (413) and a bound on requests in flight per
-backend (503 with Retry-After), both answered at once so that an overloaded server fails fast."""
+"""Admission control in front of the queues: a body-size limit (413) and a hard bound on requests in flight per
+backend (503 with Retry-After), both answered at once so that an overloaded server fails fast. (Shedding by expected
+wait, which needs the parsed request, is the endpoint's: server/http/overload.py.)"""
 
 from __future__ import annotations
 
 from collections import Counter
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.http.errors import OpenAIError, error_response
-
-
-class _BodyTooLarge(Exception):
-    pass
+from server.metrics import server_metrics
 
 
 class AdmissionMiddleware:
-    def __init__(self, app: ASGIApp, queue_limit: int, max_body_bytes: int, default_path: str):
+    def __init__(
+        self,
+        app: ASGIApp,
+        queue_limit: int,
+        max_body_bytes: int,
+        default_path: str,
+        backend_by_path: dict[str, str],
+        model: str,
+    ):
         self.app = app
         self.queue_limit = queue_limit
         self.max_body_bytes = max_body_bytes
         self.default_path = default_path
+        self.backend_by_path = backend_by_path
+        self.model = model
         self.in_flight: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -32,7 +41,20 @@ class AdmissionMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._reject(scope, receive, send, self._too_large())
             return
+        if declared is None:
+            # A chunked body declares no size: read it here, never more than the limit, and hand it on whole. (A
+            # limit raised inside the app's own receive would reach FastAPI's body reader, which answers any error
+            # there with 400.)
+            try:
+                body = await self._read_at_most(receive)
+            except ClientDisconnect:
+                return
+            if body is None:
+                await self._reject(scope, receive, send, self._too_large())
+                return
+            receive = _replay(body, receive)
         if self.in_flight[queue] >= self.queue_limit:
+            server_metrics().rejected.labels(self.backend_by_path[queue], self.model, "count_bound").inc()
             overloaded = OpenAIError(
                 503,
                 f"the server is at its limit of {self.queue_limit} requests in flight for this backend; retry shortly",
@@ -42,29 +64,23 @@ class AdmissionMiddleware:
             await self._reject(scope, receive, send, overloaded)
             return
         self.in_flight[queue] += 1
-        started = False
-        received = 0
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body_bytes:  # a chunked body has no Content-Length to check up front
-                raise _BodyTooLarge()
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(scope, receive, send, self._too_large())
+            await self.app(scope, receive, send)
         finally:
             self.in_flight[queue] -= 1
+
+    async def _read_at_most(self, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it passes the limit."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                return None
+            if not message.get("more_body", False):
+                return bytes(body)
 
     def _too_large(self) -> OpenAIError:
         return OpenAIError(
@@ -74,3 +90,17 @@ class AdmissionMiddleware:
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, error: OpenAIError) -> None:
         await error_response(error)(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the already read body once, then waits on the connection (for a disconnect)."""
+    delivered = False
+
+    async def replayed() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

@@ -1,7 +1,8 @@
 """One backend's embeddings endpoint as a LitAPI: its own queue and inference worker process.
 
-LitServe's hooks are used as meant: the HTTP process validates the body (pydantic); the worker decodes (checks and
-tokenizes, in the engine), predicts one dynamic batch across requests, and encodes each response.
+LitServe's hooks are used as meant: the HTTP process validates the body (pydantic) and admits it by expected wait
+(`admit`, server/http/overload.py); the worker decodes (checks and tokenizes, in the engine), predicts one dynamic
+batch across requests, and encodes each response.
 """
 
 # No `from __future__ import annotations` here: LitServe reads decode_request's annotation to build the route,
@@ -18,7 +19,8 @@ from server.engine.embedder import Embedder
 from server.engine.errors import EmbeddingRejected
 from server.engine.requests import PreparedQuery, QueryResult, RequestLimits, embed_queries, prepare_query
 from server.http.errors import OpenAIError, error_response, from_rejection
-from server.http.litserver import DrainingBatchLoop
+from server.http.litserver import DrainingBatchLoop, Expired
+from server.http.overload import BackendLoad, retry_after
 from server.http.schemas import EmbeddingRequest, embeddings_response
 from server.http.status import BackendStatus
 from server.metrics import server_metrics, start_process_sampler
@@ -50,11 +52,12 @@ class Job:
     model: str
     encoding_format: str
     received_at: float
+    cost: float  # estimated tokens, as admission counted them
     result: QueryResult | None = None
 
 
 class EmbeddingAPI(ls.LitAPI):
-    def __init__(self, settings: ServeSettings, backend: str, status: BackendStatus):
+    def __init__(self, settings: ServeSettings, backend: str, status: BackendStatus, load: BackendLoad):
         super().__init__(
             max_batch_size=settings.max_batch_requests,
             batch_timeout=settings.batch_timeout_ms / 1000,
@@ -64,23 +67,30 @@ class EmbeddingAPI(ls.LitAPI):
         self.settings = settings
         self.backend = backend
         self.status = status
+        self.load = load
+        # Read by DrainingBatchLoop too: a request that waited longer before its batch starts is shed, not run.
+        self.max_queue_wait = settings.max_queue_wait_ms / 1000 or None
         self.limits = RequestLimits(settings.max_request_tokens, settings.allow_image_urls)
         self.embedder: Embedder | None = None
 
     def setup(self, device: str) -> None:
         """Loads the model; a backend that cannot reports why in /ready and answers 503, the others keep serving."""
         self.metrics = server_metrics()
-        start_process_sampler("worker", self.backend, self.settings.model, also=self._sample_device_memory)
+        start_process_sampler("worker", self.backend, self.settings.model, also=self._sample_worker)
         try:
             self.embedder = Embedder(self.settings, self.backend)
         except Exception as exc:
             log.exception("backend %s failed to load", self.backend)
             self.status.set_failed(f"{type(exc).__name__}: {exc}")
             return
+        self.load.set_max_tokens(self.embedder.spec.max_tokens)
         self.metrics.observe_loaded(self.embedder.backend, self.settings.model, self.embedder.load_seconds)
         self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds, self.embedder.spec.dimensions)
 
-    def _sample_device_memory(self) -> None:
+    def _sample_worker(self) -> None:
+        """Every second, beside the process's CPU and memory: the expected wait, and the accelerator's memory."""
+        wait = self.load.expected_wait()
+        self.metrics.expected_wait.labels(self.backend, self.settings.model).set(wait or 0.0)
         if self.embedder is not None:  # None: still loading, or failed to
             runtime = self.embedder.backend
             self.metrics.sample_device_memory(
@@ -90,15 +100,44 @@ class EmbeddingAPI(ls.LitAPI):
     async def authorize(self) -> None:
         """Every request is allowed. An async dependency: LitServe's default is a sync one, run in a thread."""
 
+    def admit(self, request: EmbeddingRequest) -> Response | None:
+        """In the HTTP process, before the request is queued: None to queue it, or the 503 that sheds it at once
+        because the work queued ahead of it for this backend would make it wait past max_queue_wait."""
+        request.cost = self.load.cost(request.inputs())
+        # The work queued ahead of it, not its own: a large request on an idle server is never shed.
+        wait = self.load.expected_wait() if self.max_queue_wait else None
+        if wait is not None and wait > self.max_queue_wait:
+            return error_response(self._overloaded("expected_wait", f"would wait about {wait:.1f} s", wait))
+        self.load.admit(request.cost)
+        return None
+
+    def release(self, request: EmbeddingRequest) -> None:
+        """In the HTTP process, once the request is answered, however that went."""
+        self.load.release(request.cost)
+
+    def _overloaded(self, reason: str, what: str, wait: float) -> OpenAIError:
+        server_metrics().rejected.labels(self.backend, self.settings.model, reason).inc()
+        return OpenAIError(
+            503,
+            f"the `{self.backend}` backend is overloaded: this request {what}, past the {self.max_queue_wait:g} s "
+            "bound (max_queue_wait_ms); retry after the Retry-After seconds",
+            code="server_overloaded",
+            headers={"Retry-After": retry_after(wait, self.max_queue_wait)},
+        )
+
     def decode_request(self, request: EmbeddingRequest) -> Job | OpenAIError:
         """Checks and tokenizes; errors are returned, not raised: in a batched loop a raise fails the whole batch."""
+        if isinstance(request, Expired):
+            return self._overloaded(
+                "queue_timeout", f"waited {request.waited:.1f} s for its batch", self.load.expected_wait() or 0.0
+            )
         if self.embedder is None:
             return OpenAIError(503, f"backend `{self.backend}` is not available: {self.status.detail()}")
         try:
             query = prepare_query(self.embedder, request.to_query(), self.limits)
         except EmbeddingRejected as rejection:
             return from_rejection(rejection)
-        return Job(query, request.model, request.encoding_format, request.received_at)
+        return Job(query, request.model, request.encoding_format, request.received_at, request.cost)
 
     def batch(self, inputs: list) -> list:
         return inputs
@@ -117,8 +156,10 @@ class EmbeddingAPI(ls.LitAPI):
             for job, result in zip(jobs, results, strict=True):
                 job.result = result
             if stats.passes:
+                seconds = time.monotonic() - started
                 waits = [started - job.received_at for job in jobs]
-                self.metrics.observe_batch(self.backend, self.settings.model, waits, stats, time.monotonic() - started)
+                self.metrics.observe_batch(self.backend, self.settings.model, waits, stats, seconds)
+                self.load.record_batch(sum(job.cost for job in jobs), seconds)
             trim_heap()
         return requests
 

@@ -13,6 +13,9 @@ free, so that a served comparison measures the frameworks and not the server (te
 4. No gzip by default: LitServe gzips every response over 1 kB at level 9 for clients that accept it (the OpenAI SDK
    does), which for 32 embeddings costs more CPU in the HTTP process than the forward pass. `--gzip-responses` turns
    it back on, at level 1.
+5. Admission by expected wait (server/http/overload.py): the endpoint asks the LitAPI to `admit` each parsed request
+   before it is queued, and to `release` it once answered; and a request that waited past the LitAPI's
+   `max_queue_wait` before its batch starts reaches `decode_request` as `Expired`, to be answered 503, not run.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ import asyncio
 import multiprocessing as mp
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.managers import SyncManager
 from queue import Empty, Queue
+from typing import Any
 
 import litserve as ls
+from fastapi import Depends
+from litserve.callbacks.base import EventTypes
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
+from litserve.server import RegularRequestHandler
 from litserve.transport.process_transport import MPQueueTransport
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -37,6 +45,14 @@ from server.metrics import start_process_sampler
 IDLE_WAKE_SECONDS = 1.0
 # Spawn context: LitServe starts inference workers with spawn; the queues must follow them there.
 _SPAWN = mp.get_context("spawn")
+
+
+@dataclass
+class Expired:
+    """A request that waited `waited` seconds, past its LitAPI's `max_queue_wait`, before its batch could start."""
+
+    request: Any
+    waited: float
 
 
 class DrainingBatchLoop(BatchedLoop):
@@ -61,12 +77,17 @@ class DrainingBatchLoop(BatchedLoop):
 
     @staticmethod
     def _admit(lit_api: ls.LitAPI, item: tuple, batch: list, timed_out: list) -> None:
-        """Into the batch, or among the timed-out requests (LitServe answers those 504) when it waited too long."""
+        """Into the batch; marked `Expired` when it waited past the LitAPI's `max_queue_wait`; or among the timed-out
+        requests (LitServe answers those 504) when it waited past `request_timeout`."""
         if item == _SENTINEL_VALUE:
             raise _StopLoopError()
         response_queue_id, uid, timestamp, payload = item
+        waited = time.monotonic() - timestamp
+        bound = getattr(lit_api, "max_queue_wait", None)
         limit = lit_api.request_timeout
-        if limit not in (-1, False, None) and time.monotonic() - timestamp > limit:
+        if bound and waited > bound:
+            batch.append((response_queue_id, uid, Expired(payload, waited)))
+        elif limit not in (-1, False, None) and waited > limit:
             timed_out.append((response_queue_id, uid))
         else:
             batch.append((response_queue_id, uid, payload))
@@ -104,6 +125,31 @@ class EmbeddingServer(ls.LitServer):
         if gzip_responses:
             middlewares.insert(0, Middleware(GZipMiddleware, minimum_size=1000, compresslevel=1))
         self.app.user_middleware = middlewares
+
+    def _register_api_endpoints(self, lit_api: ls.LitAPI, request_type, response_type):
+        """LitServe's route for the LitAPI, with its `admit` before the request is queued (a Response: the request is
+        answered with it, not queued) and its `release` once the request is answered, however that went."""
+        if not hasattr(lit_api, "admit"):
+            super()._register_api_endpoints(lit_api, request_type, response_type)
+            return
+        self._callback_runner.trigger_event(EventTypes.ON_SERVER_START.value, litserver=self)
+        handler = RegularRequestHandler(lit_api, self)
+
+        async def endpoint_handler(request):
+            rejection = lit_api.admit(request)
+            if rejection is not None:
+                return rejection
+            try:
+                return await handler.handle_request(request, request_type)
+            finally:
+                lit_api.release(request)
+
+        # Set by hand: this module's annotations are strings, and FastAPI needs the body's class to parse it.
+        endpoint_handler.__annotations__ = {"request": request_type, "return": response_type}
+        self.app.add_api_route(
+            lit_api.api_path, endpoint_handler, methods=["POST"], dependencies=[Depends(self.setup_auth(lit_api))]
+        )
+        self._register_spec_endpoints(lit_api)
 
     def _init_manager(self, num_api_servers: int):
         """LitServe's own, with pipe queues for requests and responses instead of manager proxies, and a manager

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.metrics import render_metrics, server_metrics, start_process_sampler
+from server.metrics import REJECTION_REASONS, render_metrics, server_metrics, start_process_sampler
 
 
 class RequestMetricsMiddleware:
@@ -26,6 +26,8 @@ class RequestMetricsMiddleware:
         # process samples itself from there on.
         for backend in set(backend_by_path.values()):
             server_metrics().queue_limit.labels(backend, model).set(queue_limit)
+            for reason in REJECTION_REASONS:  # at zero from the start: rate() and alerts see a series, not nothing
+                server_metrics().rejected.labels(backend, model, reason).inc(0)
         start_process_sampler("http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

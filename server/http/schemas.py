@@ -37,10 +37,21 @@ class EmbeddingRequest(BaseModel):
     # Stamped when the HTTP process has parsed the body; travels with the request to the inference worker, where
     # it gives the queue wait. CLOCK_MONOTONIC is one clock for every process on a Linux host.
     _received_at: float = PrivateAttr(default_factory=time.monotonic)
+    # Its estimated tokens, set by admission in the HTTP process (server/http/overload.py); travels to the worker,
+    # whose throughput is measured in the same unit. Private: a client cannot set it.
+    _cost: float = PrivateAttr(default=0.0)
 
     @property
     def received_at(self) -> float:
         return self._received_at
+
+    @property
+    def cost(self) -> float:
+        return self._cost
+
+    @cost.setter
+    def cost(self, tokens: float) -> None:
+        self._cost = tokens
 
     @field_validator("input")
     @classmethod

@@ -15,6 +15,7 @@ from server.http.endpoint import EmbeddingAPI, embeddings_path
 from server.http.errors import install_error_handlers
 from server.http.litserver import EmbeddingServer
 from server.http.metrics_route import RequestMetricsMiddleware, install_metrics_route
+from server.http.overload import BackendLoad
 from server.http.status import BackendStatus, install_status_routes
 from server.metrics import start_process_sampler, use_multiprocess_dir
 from server.settings import ServeSettings
@@ -27,7 +28,7 @@ def build_server(settings: ServeSettings) -> EmbeddingServer:
     if settings.default_backend_name not in backends:
         raise ValueError(f"default backend {settings.default_backend_name!r} is not among {backends}")
     statuses = {name: BackendStatus.create() for name in backends}
-    apis = [EmbeddingAPI(settings, name, statuses[name]) for name in backends]
+    apis = [EmbeddingAPI(settings, name, statuses[name], BackendLoad.create()) for name in backends]
     server = EmbeddingServer(
         apis,
         gzip_responses=settings.gzip_responses,
@@ -42,15 +43,17 @@ def build_server(settings: ServeSettings) -> EmbeddingServer:
     install_status_routes(app, settings.model, statuses)
     install_metrics_route(app)
     install_error_handlers(app)
+    backend_by_path = {embeddings_path(name): name for name in backends}
+    backend_by_path["/v1/embeddings"] = settings.default_backend_name
     app.add_middleware(
         AdmissionMiddleware,
         queue_limit=settings.max_queue,
         max_body_bytes=settings.max_body_bytes,
         default_path=embeddings_path(settings.default_backend_name),
+        backend_by_path=backend_by_path,
+        model=settings.model,
     )
     # Added last, so it runs first: it also counts what admission control turns away.
-    backend_by_path = {embeddings_path(name): name for name in backends}
-    backend_by_path["/v1/embeddings"] = settings.default_backend_name
     app.add_middleware(
         RequestMetricsMiddleware, backend_by_path=backend_by_path, model=settings.model, queue_limit=settings.max_queue
     )

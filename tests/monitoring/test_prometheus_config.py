@@ -26,7 +26,7 @@ def test_config_is_valid():
 
 
 def test_rules_are_valid():
-    assert "6 rules found" in promtool("check", "rules", "alerts.yml")
+    assert "7 rules found" in promtool("check", "rules", "alerts.yml")
 
 
 def test_alert_unit_tests_pass():

@@ -166,7 +166,7 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus(server, prome
     targets = requests.get(f"{prometheus.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
     assert [t["health"] for t in targets] == ["up"]
     rules = requests.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-    assert sum(len(group["rules"]) for group in rules) == 6
+    assert sum(len(group["rules"]) for group in rules) == 7
     assert all(rule["health"] == "ok" for group in rules for rule in group["rules"])
 
     board = json.loads((DASHBOARD_DIR / "embedserve.json").read_text())

@@ -16,13 +16,16 @@ import requests
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 
 from server.http import litserver
-from server.http.litserver import DrainingBatchLoop, PipeTransport
+from server.http.litserver import DrainingBatchLoop, Expired, PipeTransport
 from tests.helpers import MODEL, start_server
 
 
-def api(max_batch_size: int = 8, batch_timeout: float = 0.0, request_timeout: float = 30.0):
+def api(max_batch_size: int = 8, batch_timeout: float = 0.0, request_timeout: float = 30.0, max_queue_wait=None):
     return types.SimpleNamespace(
-        max_batch_size=max_batch_size, batch_timeout=batch_timeout, request_timeout=request_timeout
+        max_batch_size=max_batch_size,
+        batch_timeout=batch_timeout,
+        request_timeout=request_timeout,
+        max_queue_wait=max_queue_wait,
     )
 
 
@@ -49,6 +52,20 @@ def test_a_request_that_waited_past_the_timeout_is_set_apart_and_the_sentinel_st
     requests_queue.put(_SENTINEL_VALUE)
     with pytest.raises(_StopLoopError):
         DrainingBatchLoop().get_batch_requests(api(), requests_queue, None)
+
+
+def test_a_request_that_waited_past_the_queue_wait_bound_reaches_decode_as_expired_not_timed_out():
+    requests_queue: queue.Queue = queue.Queue()
+    requests_queue.put(request("late", age=0.8))
+    requests_queue.put(request("stale", age=5.0))
+    requests_queue.put(request("fresh"))
+    batch, timed_out = DrainingBatchLoop().get_batch_requests(
+        api(request_timeout=3.0, max_queue_wait=0.5), requests_queue, None
+    )
+    assert timed_out == []  # past both bounds: the queue-wait one answers first (503, not 504)
+    late, stale, fresh = (payload for _, _, payload in batch)
+    assert isinstance(late, Expired) and late.waited >= 0.8 and late.request == {"input": "late"}
+    assert isinstance(stale, Expired) and fresh == {"input": "fresh"}
 
 
 def test_the_loop_waits_for_more_only_with_a_batch_timeout(monkeypatch):

@@ -12,6 +12,7 @@ import requests
 from openai import OpenAI
 
 from loadtest.corpus import varied_texts
+from loadtest.server_metrics import MetricsSnapshot
 from tests.helpers import MODEL, start_server
 
 pytestmark = pytest.mark.slow
@@ -149,6 +150,26 @@ def test_body_over_limit_is_413(server):
     assert response.json()["error"]["code"] == "request_too_large"
 
 
+def test_a_chunked_body_over_limit_is_413_and_under_it_is_served(server):
+    """Without a Content-Length (Transfer-Encoding: chunked) the limit still answers 413, not a parse error."""
+
+    def chunked(body: bytes, size: int = 1 << 20):
+        yield from (body[start : start + size] for start in range(0, len(body), size))
+
+    huge = json.dumps({"input": ["x" * 1000] * 20000, "model": MODEL}).encode()  # ~20 MB > 16 MiB default
+    response = requests.post(
+        f"{server.url}/onnx/v1/embeddings", data=chunked(huge), headers={"Content-Type": "application/json"}
+    )
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    small = json.dumps({"input": ["a chunked request", "of two texts"], "model": MODEL}).encode()
+    response = requests.post(
+        f"{server.url}/onnx/v1/embeddings", data=chunked(small, 7), headers={"Content-Type": "application/json"}
+    )
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status_code == 200 and [item["index"] for item in response.json()["data"]] == [0, 1]
+
+
 def test_64_concurrent_requests_each_get_their_own_embeddings(server, reference):
     """Different sizes on every backend at once, while bad requests land in the same batches."""
     texts = varied_texts(160, seed=7)
@@ -179,9 +200,19 @@ def test_64_concurrent_requests_each_get_their_own_embeddings(server, reference)
 
 
 def test_onnx_only_server_runs_without_torch_and_sheds_load(exported, tmp_path):
-    """No process of an ONNX-only server maps libtorch; a full queue answers 503 + Retry-After at once."""
+    """No process of an ONNX-only server maps libtorch; a full queue answers 503 + Retry-After at once (the hard
+    count bound; shedding by expected wait is off here, see test_overload.py)."""
     onnx_server = start_server(
-        exported, tmp_path, "--backends", "onnx", "--max-queue", "2", "--max-batch-requests", "1"
+        exported,
+        tmp_path,
+        "--backends",
+        "onnx",
+        "--max-queue",
+        "2",
+        "--max-batch-requests",
+        "1",
+        "--max-queue-wait-ms",
+        "0",
     )
     try:
         for pid in onnx_server.child_pids():
@@ -199,5 +230,8 @@ def test_onnx_only_server_runs_without_torch_and_sheds_load(exported, tmp_path):
         assert shed.headers["Retry-After"] == "1"
         assert shed.json()["error"]["code"] == "server_overloaded"
         assert all(len(r.json()["data"]) == 64 for r in responses if r.status_code == 200)
+        rejected = MetricsSnapshot.scrape(onnx_server.url).total
+        assert rejected("embedserve_rejected_requests_total", reason="count_bound") == statuses.count(503)
+        assert rejected("embedserve_rejected_requests_total", reason="expected_wait") == 0
     finally:
         onnx_server.stop()
