@@ -43,6 +43,7 @@ class CellResult:
     requests: int = 0
     failures: int = 0
     failure_reasons: str = ""
+    shed: int = 0  # answered at once with 503 server_overloaded: the server's overload control, not a failure
     requests_per_s: float = 0.0  # correct answers per second (open loop: the achieved rate)
     inputs_per_s: float = 0.0
     tokens_per_s: float = 0.0

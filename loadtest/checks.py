@@ -9,9 +9,22 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from loadtest.http_load import SHED
+
+# A request's outcome in the locustfile's latency files (--latency-file).
+PASSED, FAILED, SHED_MARK = "1", "0", "s"
+
+
+def shed(status: int, body: Any) -> bool:
+    """The server turned the request away at once because it is past its capacity (503 server_overloaded)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return status == 503 and isinstance(error, dict) and error.get("code") == "server_overloaded"
+
 
 def embeddings_failure(status: int, body: Any, inputs: int, dimensions: int | None, encoding_format: str) -> str | None:
-    """The reason a response is wrong, or None. Reasons are stable strings, so Locust groups them."""
+    """The reason a response is wrong, SHED, or None. Reasons are stable strings, so Locust groups them."""
+    if shed(status, body):
+        return SHED
     if status != 200:
         message = body.get("error", {}).get("message", "") if isinstance(body, dict) else ""
         code = body.get("error", {}).get("code", "") if isinstance(body, dict) else ""

@@ -17,6 +17,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+# What a `check` returns for a 503 server_overloaded with Retry-After: the server shed the request at once, as it
+# should past its capacity. A category of its own: neither an answer that passed nor a failure.
+SHED = "shed: 503 server_overloaded"
+
 
 class ConnectionClosed(Exception):
     """The server closed the connection mid-response."""
@@ -181,10 +185,15 @@ class OpenLoopResult:
         return [o for o in self.outcomes if o.finished is not None and o.failure is None]
 
     @property
+    def shed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.failure == SHED]
+
+    @property
     def failures(self) -> dict[str, int]:
+        """Failures by reason; shed requests are not among them."""
         counts: dict[str, int] = {}
         for outcome in self.outcomes:
-            if outcome.failure:
+            if outcome.failure and outcome.failure != SHED:
                 counts[outcome.failure] = counts.get(outcome.failure, 0) + 1
         return counts
 
@@ -230,8 +239,8 @@ def open_loop(
     """Sends request `i` (`request(i)` -> path, body) when `schedule[i]` seconds of `span` have passed, on an idle
     keep-alive connection or a new one, however many are still waiting for answers (up to `max_connections`).
 
-    `check(i, status, response body)` returns why an answer is wrong, or None. Requests still unanswered `grace`
-    seconds after the last one was due fail with that reason."""
+    `check(i, status, response body)` returns why an answer is wrong, SHED, or None. Requests still unanswered
+    `grace` seconds after the last one was due fail with that reason."""
     outcomes = [Outcome(due) for due in schedule]
 
     async def run() -> None:

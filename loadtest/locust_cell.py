@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from loadtest.cells import Cell, CellResult
+from loadtest.checks import FAILED, PASSED, SHED_MARK
 from loadtest.latency import LatencySummary
 from loadtest.locust_csv import read_failures, read_last_history_row
 from loadtest.settings import SweepSettings
@@ -111,22 +112,23 @@ class LocustCell:
         result = CellResult(cell.backend, cell.profile, cell.batch_size, cell.concurrency)
         measured = read_measured(self.latency_prefix)
         result.requests = len(measured)
-        result.failures = sum(not passed for _, passed in measured)
-        result.requests_per_s = (result.requests - result.failures) / self.settings.duration
+        result.failures = sum(outcome == FAILED for _, outcome in measured)
+        result.shed = sum(outcome == SHED_MARK for _, outcome in measured)
+        result.requests_per_s = sum(outcome == PASSED for _, outcome in measured) / self.settings.duration
         result.inputs_per_s = result.requests_per_s * cell.batch_size
-        within_slo = sum(passed and latency <= self.settings.slo_ms for latency, passed in measured)
+        within_slo = sum(outcome == PASSED and latency <= self.settings.slo_ms for latency, outcome in measured)
         result.slo_ms, result.goodput_rate = self.settings.slo_ms, within_slo / self.settings.duration
         result.failure_reasons = read_failures(Path(f"{self.prefix}_failures.csv"))
         result.set_latencies(LatencySummary.of(latency for latency, _ in measured))
         return result
 
 
-def read_measured(prefix: Path) -> list[tuple[float, bool]]:
-    """Every measured request's latency in ms and whether it passed, from the files the locustfile's processes
-    wrote (Locust's own CSV can be written before the last requests are counted)."""
+def read_measured(prefix: Path) -> list[tuple[float, str]]:
+    """Every measured request's latency in ms and its outcome (PASSED, FAILED or SHED_MARK), from the files the
+    locustfile's processes wrote (Locust's own CSV can be written before the last requests are counted)."""
     measured = []
     for path in sorted(prefix.parent.glob(f"{prefix.name}.*")):
         for line in path.read_text().splitlines():
-            latency, passed = line.split()
-            measured.append((float(latency), passed == "1"))
+            latency, outcome = line.split()
+            measured.append((float(latency), outcome))
     return measured

@@ -26,11 +26,15 @@ import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.runners import WorkerRunner
 
-from loadtest.checks import embeddings_failure
+from loadtest.checks import FAILED, PASSED, SHED_MARK, embeddings_failure
 from loadtest.corpus import PROFILES, texts
 from loadtest.discovery import Served, parse_models
+from loadtest.http_load import SHED
 
 POOL_SIZE = 1024
+# A request the server shed (503 server_overloaded) is counted under its path with this suffix: a row of its own in
+# Locust's statistics, neither a failure nor a served request.
+SHED_SUFFIX = " (shed)"
 log = logging.getLogger("embedserve.locust")
 
 
@@ -80,19 +84,22 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--latency-file",
         default="",
-        help="write every measured request's latency (ms) and 1 if it passed, else 0, one per line, to PATH.<pid>",
+        help="write every measured request's latency (ms) and outcome (1 passed, 0 failed, s shed), one per line, "
+        "to PATH.<pid>",
     )
 
 
-# Every measured request's latency (ms) and whether it passed, in this process, for --latency-file (Locust's
-# percentiles are rounded, and its CSV files can miss the last second).
-measured: list[tuple[float, bool]] = []
+# Every measured request's latency (ms) and outcome, in this process, for --latency-file (Locust's percentiles are
+# rounded, and its CSV files can miss the last second).
+measured: list[tuple[float, str]] = []
 
 
 @events.request.add_listener
 def record_latency(name: str, response_time: float, exception=None, **_kwargs) -> None:
-    if name != "/v1/models":
-        measured.append((response_time, exception is None))
+    if name.endswith(SHED_SUFFIX):
+        measured.append((response_time, SHED_MARK))
+    elif name != "/v1/models":
+        measured.append((response_time, FAILED if exception else PASSED))
 
 
 @events.test_start.add_listener
@@ -114,7 +121,7 @@ def start_warmup(environment, **_kwargs) -> None:
 def write_latencies(environment, **_kwargs) -> None:
     prefix = environment.parsed_options.latency_file
     if prefix and measured:
-        lines = (f"{latency:.3f} {int(passed)}" for latency, passed in measured)
+        lines = (f"{latency:.3f} {outcome}" for latency, outcome in measured)
         Path(f"{prefix}.{os.getpid()}").write_text("\n".join(lines) + "\n")
 
 
@@ -180,7 +187,10 @@ class EmbeddingUser(FastHttpUser):
             reason = embeddings_failure(
                 response.status_code, body, size, self.expected_dimensions, self.body["encoding_format"]
             )
-            if reason:
+            if reason == SHED:
+                response.request_meta["name"] = self.path + SHED_SUFFIX
+                response.success()
+            elif reason:
                 response.failure(reason)
             else:
                 response.success()

@@ -144,6 +144,7 @@ def open_loop_result(cell: Cell, settings: SweepSettings, measured: OpenLoopResu
     failures = measured.failures
     result.failures = sum(failures.values())
     result.failure_reasons = "; ".join(f"{reason} (x{count})" for reason, count in failures.items())
+    result.shed = len(measured.shed)
     result.offered_rate = measured.offered_rate
     result.requests_per_s = measured.rate_within()
     result.inputs_per_s = result.requests_per_s * cell.batch_size

@@ -289,6 +289,7 @@ CELL_COLUMNS = [
     ("worker_cores", "worker cores"),
     ("http_cores", "HTTP cores"),
     ("other_cores", "other cores"),
+    ("shed", "shed (503)"),
     ("failures", "failures"),
     ("client_cpu_pct", "load generator CPU %"),
     ("generator_behind_pct", "generator behind %"),

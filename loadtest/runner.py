@@ -127,6 +127,8 @@ def summary(result: CellResult) -> str:
         line += f"  offered {result.offered_rate:.1f}  goodput {result.goodput_rate:.1f} req/s"
         if result.generator_behind_pct > 1:
             line += f"  (generator {result.generator_behind_pct:.1f}% behind)"
+    if result.shed:
+        line += f"  {result.shed} shed"
     if result.failures:
         line += f"  {result.failures} failed"
     return line

@@ -2,7 +2,7 @@
 
 Closed loop: double the users until p99 breaks the SLO, requests fail, or throughput stops rising; the answer is
 the highest throughput that held the SLO. Open loop (--rates): double the arrival rate from the first --rates value
-until p99 breaks the SLO or more than 0.1% of requests fail (halve it instead while the first does not hold), then
+until p99 breaks the SLO or 0.1% of requests fail or are shed (halve it instead while the first does not hold), then
 halve the gap between the last rate that held and the first that did not, twice; the answer is the maximum
 sustainable rate.
 """
@@ -75,8 +75,8 @@ def search_concurrency(run_cell, settings, on_result, backend: str, profile: str
         result = run_cell(Cell(backend, profile, batch_size, concurrency))
         on_result(result)
         search.tried.append(concurrency)
-        if result.failures:
-            search.stopped_because = f"{result.failures} failed requests at {concurrency} users"
+        if result.failures or result.shed:
+            search.stopped_because = f"{result.failures} failed and {result.shed} shed requests at {concurrency} users"
             break
         if result.p99_ms > settings.slo_ms:
             search.stopped_because = f"p99 {result.p99_ms:.0f} ms above the SLO at {concurrency} users"
@@ -96,8 +96,11 @@ def breaks_slo(result: CellResult, slo_ms: float) -> str | None:
     """Why an open-loop cell did not hold, or None."""
     if result.generator_behind_pct is not None and result.generator_behind_pct > 1:
         return f"the generator fell {result.generator_behind_pct:.1f}% behind at {result.rate:g} req/s"
-    if result.requests and result.failures / result.requests >= MAX_ERROR_RATIO:
-        return f"{result.failures} of {result.requests} requests failed at {result.rate:g} req/s"
+    if result.requests and (result.failures + result.shed) / result.requests >= MAX_ERROR_RATIO:
+        return (
+            f"{result.failures} of {result.requests} requests failed and {result.shed} were shed at {result.rate:g} "
+            "req/s"
+        )
     if result.p99_ms > slo_ms:
         return f"p99 {result.p99_ms:.0f} ms above the SLO at {result.rate:g} req/s"
     return None

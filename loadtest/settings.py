@@ -102,7 +102,7 @@ class SoakSettings(SettingsBase):
         "the soak starts the server)",
     )
     model: str | None = Field(None, description="model (default: the served one; when starting a server, MiniLM)")
-    rate: float = Field(2.5, gt=0, description="requests per second, over all backends")
+    rate: float = Field(1.0, gt=0, description="requests per second, over all backends")
     duration: Duration = Field(600.0, gt=0, description="how long the load lasts (30s, 10m, ...)")
     warmup: Duration = Field(60.0, ge=0, description="memory drift is measured from the end of this")
     arrival: Arrival = Field("poisson", description="arrival process, poisson or constant")

@@ -15,6 +15,7 @@ import html
 import json
 import multiprocessing as mp
 import random
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.arrivals import arrival_times
-from loadtest.checks import embeddings_failure
+from loadtest.checks import embeddings_failure, shed
 from loadtest.corpus import texts
 from loadtest.discovery import discover
 from loadtest.environment import describe_environment
-from loadtest.http_load import KeepAliveConnection, Outcome, open_loop
+from loadtest.http_load import SHED, KeepAliveConnection, Outcome, open_loop
 from loadtest.latency import LatencySummary
 from loadtest.launcher import ServerProcess
 from loadtest.server_metrics import MetricsSnapshot
@@ -112,6 +113,8 @@ class AnswerCheck:
             answer = json.loads(body)
         except ValueError:
             answer = None
+        if shed(status, answer):
+            return SHED
         if request.bad:
             if status != request.bad.status:
                 return f"{request.bad.name}: HTTP {status}, expected {request.bad.status}"
@@ -177,30 +180,37 @@ def sample_memory(url: str, every: float, stop, samples) -> None:
 class MemoryDrift:
     process: str
     first_mb: float
-    after_warmup_mb: float
     last_mb: float
     max_mb: float
+    # Medians over a window right after the warm-up and over the last window: a worker's RSS swings with each batch,
+    # so single samples would make the drift a coin toss.
+    settled_mb: float
+    end_mb: float
 
     @property
     def drift_pct(self) -> float:
-        return 100 * (self.last_mb / self.after_warmup_mb - 1) if self.after_warmup_mb else 0.0
+        return 100 * (self.end_mb / self.settled_mb - 1) if self.settled_mb else 0.0
 
 
-def memory_drift(rows: list[dict], warmup: float) -> list[MemoryDrift]:
-    """Per process role (and the whole tree): first, after warm-up, last, max, and the drift after warm-up."""
+def memory_drift(rows: list[dict], warmup: float, window: float) -> list[MemoryDrift]:
+    """Per process role (and the whole tree): first, last and max RSS, and the drift from the window after the
+    warm-up to the last window."""
     if not rows:
         return []
     keys = sorted({key for row in rows for key in row if key != "t"})
     for row in rows:
         row["server tree"] = sum(row.get(key, 0.0) for key in keys)
-    settled = next((row for row in rows if row["t"] >= warmup), rows[-1])
+    end = rows[-1]["t"]
+    settled = [row for row in rows if warmup <= row["t"] < warmup + window] or rows[-1:]
+    final = [row for row in rows if row["t"] > end - window] or rows[-1:]
     return [
         MemoryDrift(
             key,
-            rows[0].get(key, 0.0),
-            settled.get(key, 0.0),
-            rows[-1].get(key, 0.0),
-            max(row.get(key, 0.0) for row in rows),
+            first_mb=rows[0].get(key, 0.0),
+            last_mb=rows[-1].get(key, 0.0),
+            max_mb=max(row.get(key, 0.0) for row in rows),
+            settled_mb=statistics.median(row.get(key, 0.0) for row in settled),
+            end_mb=statistics.median(row.get(key, 0.0) for row in final),
         )
         for key in [*keys, "server tree"]
     ]
@@ -215,29 +225,46 @@ class SoakReport:
     valid: int
     invalid: int
     failures: dict[str, int]
-    latency: LatencySummary | None
+    shed: int
+    latency: LatencySummary | None  # of the valid requests admitted (not shed)
+    shed_latency: LatencySummary | None  # how fast the shed ones got their 503
     goodput_rate: float
+    offered_rate: float
+    admitted_rate: float  # valid requests answered, not shed, per second
+    shed_rate: float
     achieved_rate: float
     generator_behind_pct: float
     memory: list[MemoryDrift]
     samples: list[dict] = field(default_factory=list)
-    latency_windows: list[dict] = field(default_factory=list)
+    windows: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
         return sum(self.failures.values())
 
 
-def latency_windows(outcomes: list[Outcome], planned: list[SoakRequest], width: float) -> list[dict]:
-    """p50 and p99 of the valid requests' latencies in consecutive windows of `width` seconds (for the plot)."""
-    windows: dict[int, list[float]] = {}
+def over_time(outcomes: list[Outcome], planned: list[SoakRequest], width: float) -> list[dict]:
+    """Per window of `width` seconds (by due time), of the valid requests: offered, admitted (answered, not shed) and
+    shed per second, and the admitted ones' p50 and p99 latency (for the plot)."""
+    windows: dict[int, list[Outcome]] = {}
     for outcome, request in zip(outcomes, planned, strict=True):
-        if outcome.finished is not None and not request.bad:
-            windows.setdefault(int(outcome.due // width), []).append(outcome.latency * 1000)
+        if not request.bad:
+            windows.setdefault(int(outcome.due // width), []).append(outcome)
     rows = []
     for number in sorted(windows):
-        summary = LatencySummary.of(windows[number])
-        rows.append({"t": (number + 0.5) * width, "p50_ms": summary.p50_ms, "p99_ms": summary.p99_ms})
+        own = windows[number]
+        admitted = [o.latency * 1000 for o in own if o.finished is not None and o.failure != SHED]
+        summary = LatencySummary.of(admitted)
+        rows.append(
+            {
+                "t": (number + 0.5) * width,
+                "offered_per_s": len(own) / width,
+                "admitted_per_s": len(admitted) / width,
+                "shed_per_s": sum(o.failure == SHED for o in own) / width,
+                "p50_ms": summary.p50_ms if summary else None,
+                "p99_ms": summary.p99_ms if summary else None,
+            }
+        )
     return rows
 
 
@@ -269,7 +296,7 @@ def soak(settings: SoakSettings, url: str, backends: list[str], model: str) -> S
         samples = samples_in.recv() if samples_in.poll(30) else []
         sampler.join(10)
     valid = [o for o, request in zip(outcome.outcomes, planned, strict=True) if not request.bad]
-    valid_latencies = [o.latency * 1000 for o in valid if o.finished is not None]
+    admitted = [o for o in valid if o.finished is not None and o.failure != SHED]
     return SoakReport(
         backends=backends,
         rate=settings.rate,
@@ -278,39 +305,46 @@ def soak(settings: SoakSettings, url: str, backends: list[str], model: str) -> S
         valid=len(valid),
         invalid=len(planned) - len(valid),
         failures=outcome.failures,
-        latency=LatencySummary.of(valid_latencies),
-        goodput_rate=sum(
-            1 for o in valid if o.failure is None and o.finished is not None and o.latency * 1000 <= settings.slo_ms
-        )
+        shed=len(outcome.shed),
+        latency=LatencySummary.of(o.latency * 1000 for o in admitted),
+        shed_latency=LatencySummary.of(o.latency * 1000 for o in outcome.shed),
+        goodput_rate=sum(1 for o in admitted if o.failure is None and o.latency * 1000 <= settings.slo_ms)
         / outcome.elapsed,
+        offered_rate=outcome.offered_rate,
+        admitted_rate=len(admitted) / outcome.elapsed,
+        shed_rate=len(outcome.shed) / outcome.elapsed,
         achieved_rate=outcome.rate_within(),
         generator_behind_pct=outcome.behind_pct,
-        memory=memory_drift(samples, settings.warmup),
+        memory=memory_drift(samples, settings.warmup, window=max(6 * settings.sample_seconds, settings.duration / 10)),
         samples=samples,
-        latency_windows=latency_windows(outcome.outcomes, planned, max(settings.duration / 30, 1.0)),
+        windows=over_time(outcome.outcomes, planned, max(settings.duration / 30, 1.0)),
     )
 
 
 def summary_lines(report: SoakReport, settings: SoakSettings) -> list[str]:
     lines = [
-        f"{report.requests} requests ({report.valid} valid, {report.invalid} invalid on purpose) at "
-        f"{report.rate:g}/s offered, {report.achieved_rate:.2f}/s answered right, goodput "
-        f"{report.goodput_rate:.2f}/s within {settings.slo_ms:g} ms; generator at worst "
-        f"{report.generator_behind_pct:.2f}% behind",
+        f"{report.requests} requests ({report.valid} valid, {report.invalid} invalid on purpose): "
+        f"{report.offered_rate:.2f}/s offered ({settings.arrival} at {report.rate:g}/s), {report.achieved_rate:.2f}/s "
+        f"answered right, valid ones admitted {report.admitted_rate:.2f}/s, shed {report.shed} "
+        f"({report.shed_rate:.2f}/s); goodput {report.goodput_rate:.2f}/s within "
+        f"{settings.slo_ms:g} ms; generator at worst {report.generator_behind_pct:.2f}% behind",
         f"failures: {report.failed}"
         + "".join(f"\n  {count:>6}  {reason}" for reason, count in sorted(report.failures.items())),
     ]
-    if report.latency:
-        latency = report.latency
-        lines.append(
-            f"latency of valid requests (ms, from their due time): p50 {latency.p50_ms:.1f}  p90 {latency.p90_ms:.1f}"
-            f"  p99 {latency.p99_ms:.1f}  p99.9 {latency.p999_ms:.1f}  max {latency.max_ms:.1f}"
-        )
-    lines.append(f"resident memory (MB; drift from {settings.warmup:g} s to the end):")
-    lines.append(f"  {'process':<20}{'first':>9}{'warm':>9}{'last':>9}{'max':>9}{'drift':>9}")
+    for name, latency in (("admitted valid requests", report.latency), ("shed requests' 503", report.shed_latency)):
+        if latency:
+            lines.append(
+                f"latency of {name} (ms, from their due time): p50 {latency.p50_ms:.1f}  p90 {latency.p90_ms:.1f}"
+                f"  p99 {latency.p99_ms:.1f}  p99.9 {latency.p999_ms:.1f}  max {latency.max_ms:.1f}"
+            )
+    lines.append(
+        "resident memory (MB; settled: median of the window after the warm-up, end: of the last window; drift "
+        "between them):"
+    )
+    lines.append(f"  {'process':<20}{'first':>9}{'settled':>9}{'end':>9}{'last':>9}{'max':>9}{'drift':>9}")
     for row in report.memory:
         lines.append(
-            f"  {row.process:<20}{row.first_mb:>9.0f}{row.after_warmup_mb:>9.0f}{row.last_mb:>9.0f}"
+            f"  {row.process:<20}{row.first_mb:>9.0f}{row.settled_mb:>9.0f}{row.end_mb:>9.0f}{row.last_mb:>9.0f}"
             f"{row.max_mb:>9.0f}{row.drift_pct:>8.1f}%"
         )
     return lines
@@ -319,18 +353,23 @@ def summary_lines(report: SoakReport, settings: SoakSettings) -> list[str]:
 def plot_soak(report: SoakReport, path: Path) -> Path:
     from loadtest.report import _figure, _save
 
-    fig, (memory, latency) = _figure(2, "Soak: memory and latency over time")
+    fig, (memory, latency, rates) = _figure(3, "Soak: memory, latency and load over time")
     for key in [row.process for row in report.memory if row.process != "server tree"]:
         memory.plot([s["t"] for s in report.samples], [s.get(key, 0) for s in report.samples], label=key)
     memory.set(xlabel="seconds", ylabel="resident memory (MB)", title="per server process")
     memory.grid(alpha=0.3)
     memory.legend(fontsize=7)
-    windows = report.latency_windows
+    windows = [w for w in report.windows if w["p99_ms"] is not None]
     latency.plot([w["t"] for w in windows], [w["p99_ms"] for w in windows], marker="o", label="p99")
     latency.plot([w["t"] for w in windows], [w["p50_ms"] for w in windows], linestyle="--", label="p50")
-    latency.set(xlabel="seconds", ylabel="latency (ms)", title="valid requests, from their due time")
+    latency.set(xlabel="seconds", ylabel="latency (ms)", title="admitted valid requests, from their due time")
     latency.grid(alpha=0.3)
     latency.legend()
+    for key, label in (("offered_per_s", "offered"), ("admitted_per_s", "admitted"), ("shed_per_s", "shed (503)")):
+        rates.plot([w["t"] for w in report.windows], [w[key] for w in report.windows], label=label)
+    rates.set(xlabel="seconds", ylabel="valid requests per second", title="offered, admitted, shed")
+    rates.grid(alpha=0.3)
+    rates.legend()
     return _save(fig, path)
 
 
@@ -340,8 +379,9 @@ def write_soak(report: SoakReport, settings: SoakSettings, environment: dict, ru
     document = {
         "environment": environment,
         "soak": json.loads(settings.model_dump_json()),
-        **{key: value for key, value in asdict(report).items() if key not in ("latency", "memory")},
+        **{key: value for key, value in asdict(report).items() if key not in ("latency", "shed_latency", "memory")},
         "latency": asdict(report.latency) if report.latency else None,
+        "shed_latency": asdict(report.shed_latency) if report.shed_latency else None,
         "memory": [{**asdict(row), "drift_pct": row.drift_pct} for row in report.memory],
     }
     (run_dir / "soak.json").write_text(json.dumps(document, indent=2))

@@ -79,7 +79,7 @@ def format_table(results: list[CellResult]) -> str:
     header = (
         f"{'backend':<14}{'profile':<9}{'batch':>6}{'load':>9}{'req/s':>8}{'good/s':>8}{'inputs/s':>9}"
         f"{'tokens/s':>9}{'p50':>7}{'p99':>7}{'p99.9':>7}{'max':>7}{'queue':>7}{'infer':>7}{'wkr':>5}{'http':>5}"
-        f"{'rest':>5}{'fails':>6}"
+        f"{'rest':>5}{'shed':>6}{'fails':>6}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -94,7 +94,7 @@ def format_table(results: list[CellResult]) -> str:
             f"{r.backend:<14}{r.profile:<9}{r.batch_size:>6}{load:>9}{r.requests_per_s:>8.1f}{goodput}"
             f"{r.inputs_per_s:>9.1f}{r.tokens_per_s:>9.0f}{ms(r.p50_ms)}{ms(r.p99_ms)}{ms(r.p999_ms)}{ms(r.max_ms)}"
             f"{ms(r.queue_wait_ms)}{ms(r.inference_ms)}{cores(r.worker_cores)}{cores(r.http_cores)}"
-            f"{cores(r.other_cores)}{r.failures:>6}" + (f" ({'; '.join(flags)})" if flags else "")
+            f"{cores(r.other_cores)}{r.shed:>6}{r.failures:>6}" + (f" ({'; '.join(flags)})" if flags else "")
         )
     return "\n".join(lines)
 
@@ -160,7 +160,8 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
         "(load: users (closed loop) or arrivals per second (open loop); req/s: correct answers per second; good/s: "
         f"those within --slo-ms {settings.slo_ms:g}; ms: exact latency percentiles (open loop: from each "
         "request's due time), the server's mean queue wait and batch inference; wkr, http, rest: cores the loaded "
-        "backend's worker, the HTTP front and the rest of the server used)"
+        "backend's worker, the HTTP front and the rest of the server used; shed: answered at once with 503 "
+        "server_overloaded)"
     )
     for search in saturation:
         at = f"{search.best_rate:g} req/s" if search.load == "open" else f"{search.best_concurrency} users"

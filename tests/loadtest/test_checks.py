@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from loadtest.checks import embeddings_failure
+from loadtest.http_load import SHED
 
 
 def body(count: int, dims: int, encoding: str = "float") -> dict:
@@ -35,7 +36,11 @@ def test_wrong_count_order_status_and_shape_fail():
     shuffled["data"].reverse()
     assert embeddings_failure(200, shuffled, 2, 8, "float") == "embeddings are not indexed 0..n-1 in order"
     overloaded = {"error": {"message": "at its limit", "code": "server_overloaded"}}
-    assert embeddings_failure(503, overloaded, 2, 8, "float") == "HTTP 503 server_overloaded"
+    assert embeddings_failure(503, overloaded, 2, 8, "float") == SHED  # shed: a category of its own
+    assert (
+        embeddings_failure(503, {"error": {"message": "not loaded", "code": None}}, 2, 8, "float")
+        == "HTTP 503 not loaded"
+    )
     assert embeddings_failure(502, None, 2, 8, "float") == "HTTP 502"
     assert embeddings_failure(200, {"data": "x"}, 2, 8, "float") == "response has no data list"
     assert embeddings_failure(200, body(1, 8, "base64"), 1, 8, "float") == "embedding is not float"
