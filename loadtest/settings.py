@@ -116,4 +116,9 @@ class SoakSettings(SettingsBase):
     slo_ms: float = Field(1000.0, gt=0, description="latency objective of the goodput figure")
     sample_seconds: float = Field(5.0, gt=0, description="how often the server's memory is read")
     seed: int = Field(0, description="seed of texts, sizes, bad requests and arrivals")
+    overload: CliImplicitFlag[bool] = Field(
+        False,
+        description="the overload scenario: a probe at --rate, which must be past capacity (what the server admits "
+        "then is its capacity), then 80% of that capacity and twice it, each --duration long, with a summary",
+    )
     output: Path = Field(Path("reports"), description="parent directory of the soak's report directory")

@@ -11,6 +11,7 @@ invalid request must get its 4xx status in OpenAI's error shape. Meanwhile the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import multiprocessing as mp
@@ -18,6 +19,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -268,12 +270,27 @@ def over_time(outcomes: list[Outcome], planned: list[SoakRequest], width: float)
     return rows
 
 
-def soak(settings: SoakSettings, url: str, backends: list[str], model: str) -> SoakReport:
-    pool = texts(settings.profile, settings.texts, seed=settings.seed)
-    print(f"references: {settings.texts} texts, each alone, on {', '.join(backends)} ...", file=sys.stderr, flush=True)
-    references = take_references(url, backends, model, pool)
+@dataclass
+class Target:
+    """What a soak sends and checks against: the server, its backends and model, the texts and their references."""
+
+    url: str
+    backends: list[str]
+    model: str
+    pool: list[str]
+    references: dict[str, np.ndarray]
+
+    @classmethod
+    def take(cls, settings: SoakSettings, url: str, backends: list[str], model: str) -> Target:
+        pool = texts(settings.profile, settings.texts, seed=settings.seed)
+        print(f"references: {len(pool)} texts, each alone, on {', '.join(backends)} ...", file=sys.stderr, flush=True)
+        return cls(url, backends, model, pool, take_references(url, backends, model, pool))
+
+
+def soak(settings: SoakSettings, target: Target) -> SoakReport:
+    url, backends = target.url, target.backends
     schedule = arrival_times(settings.rate, settings.duration, settings.arrival, settings.seed)
-    planned = plan_requests(settings, backends, model, pool, len(schedule))
+    planned = plan_requests(settings, backends, target.model, target.pool, len(schedule))
     print(
         f"soak: {len(schedule)} requests at {settings.rate:g}/s ({settings.arrival}) for {settings.duration:g} s ...",
         file=sys.stderr,
@@ -289,7 +306,7 @@ def soak(settings: SoakSettings, url: str, backends: list[str], model: str) -> S
             schedule,
             settings.duration,
             lambda index: (f"/{planned[index].backend}/v1/embeddings", planned[index].body),
-            AnswerCheck(planned, references, settings.min_cosine),
+            AnswerCheck(planned, target.references, settings.min_cosine),
         )
     finally:
         stop.set()
@@ -395,9 +412,10 @@ def write_soak(report: SoakReport, settings: SoakSettings, environment: dict, ru
     return run_dir
 
 
-def run_soak(settings: SoakSettings) -> tuple[SoakReport, Path]:
-    run_dir = settings.output / f"soak-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def served_target(settings: SoakSettings, run_dir: Path) -> Iterator[tuple[Target, dict]]:
+    """The server to soak (started here, and stopped after, when --host is not given), what is sent to it, and the
+    environment it runs in."""
     server = None
     if settings.host is None:
         backends = settings.backends or ["torch", "onnx", "openvino"]
@@ -415,14 +433,76 @@ def run_soak(settings: SoakSettings) -> tuple[SoakReport, Path]:
     url = (settings.host or server.url).rstrip("/")
     try:
         served = discover(url)
-        backends = settings.backends or served.ready_backends
-        model = settings.model or served.model
-        environment = describe_environment(url)
-        report = soak(settings, url, backends, model)
+        backends, model = settings.backends or served.ready_backends, settings.model or served.model
+        yield Target.take(settings, url, backends, model), describe_environment(url)
     finally:
         if server:
             server.stop()
+
+
+def new_run_dir(settings: SoakSettings, kind: str) -> Path:
+    run_dir = settings.output / f"{kind}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def run_soak(settings: SoakSettings) -> tuple[SoakReport, Path]:
+    run_dir = new_run_dir(settings, "soak")
+    with served_target(settings, run_dir) as (target, environment):
+        report = soak(settings, target)
     write_soak(report, settings, environment, run_dir)
     print("\n".join(summary_lines(report, settings)))
     print(f"\nreport: {run_dir}/report.html, soak.json, soak.png")
     return report, run_dir
+
+
+# The overload scenario: a probe far past capacity (what the server then admits is its capacity), then 80% of it and
+# twice it.
+OVERLOAD_PHASES = (("capacity probe", None), ("80% of capacity", 0.8), ("2x capacity", 2.0))
+
+
+def run_overload(settings: SoakSettings) -> tuple[list[tuple[str, SoakReport]], Path]:
+    """`embedserve soak --overload`: the three phases on one server, each --duration long, each with its report."""
+    run_dir = new_run_dir(settings, "overload")
+    phases: list[tuple[str, SoakReport]] = []
+    with served_target(settings, run_dir) as (target, environment):
+        capacity = None
+        for name, factor in OVERLOAD_PHASES:
+            phase = settings if factor is None else settings.model_copy(update={"rate": round(factor * capacity, 2)})
+            print(f"== {name}: {phase.rate:g} requests/s", file=sys.stderr, flush=True)
+            report = soak(phase, target)
+            phase_dir = run_dir / name.replace(" ", "-").replace("%", "pct")
+            phase_dir.mkdir()
+            write_soak(report, phase, environment, phase_dir)
+            phases.append((name, report))
+            capacity = capacity or report.admitted_rate
+    lines = overload_lines(phases, settings)
+    (run_dir / "overload.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nreports: {run_dir}/*/report.html; summary: {run_dir}/overload.txt")
+    return phases, run_dir
+
+
+def overload_lines(phases: list[tuple[str, SoakReport]], settings: SoakSettings) -> list[str]:
+    capacity = phases[0][1].admitted_rate
+    ms = lambda summary, name: f"{getattr(summary, name):.0f}" if summary else "-"  # noqa: E731
+    lines = [
+        f"capacity (valid requests admitted per second by the probe at {settings.rate:g}/s): {capacity:.2f}",
+        f"{'phase':<18}{'offered':>9}{'admitted':>9}{'shed':>7}{'failed':>7}{'adm p50':>9}{'adm p99':>9}"
+        f"{'shed p99':>9}{'goodput':>9}{'of cap.':>8}{'tree drift':>11}",
+    ]
+    for name, report in phases:
+        tree = next((row for row in report.memory if row.process == "server tree"), None)
+        lines.append(
+            f"{name:<18}{report.offered_rate:>9.2f}{report.admitted_rate:>9.2f}{report.shed_rate:>7.2f}"
+            f"{report.failed:>7}{ms(report.latency, 'p50_ms'):>9}{ms(report.latency, 'p99_ms'):>9}"
+            f"{ms(report.shed_latency, 'p99_ms'):>9}{report.goodput_rate:>9.2f}"
+            f"{report.goodput_rate / capacity if capacity else 0:>8.0%}"
+            f"{(f'{tree.drift_pct:+.1f}%' if tree else '-'):>11}"
+        )
+    lines.append(
+        f"(requests per second of valid requests; latencies in ms from each request's due time; goodput: admitted "
+        f"answers within --slo-ms {settings.slo_ms:g}; tree drift: the server's resident memory from the end of the "
+        "warm-up to the end)"
+    )
+    return lines

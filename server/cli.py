@@ -57,10 +57,15 @@ class SweepCommand(SweepSettings):
 
 class SoakCommand(SoakSettings):
     def cli_cmd(self) -> None:
-        from loadtest.soak import run_soak
+        from loadtest.soak import run_overload, run_soak
 
-        report, _ = run_soak(self)
-        if report.failed:
+        if self.overload:
+            phases, _ = run_overload(self)
+            failed = any(report.failed for _, report in phases)
+        else:
+            report, _ = run_soak(self)
+            failed = report.failed
+        if failed:
             sys.exit(1)
 
 

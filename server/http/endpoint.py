@@ -33,6 +33,9 @@ def embeddings_path(backend: str) -> str:
     return f"/{backend}/v1/embeddings"
 
 
+# A dynamic batch's estimated tokens, in forward passes' worth of the token budget (--max-batch-tokens).
+BATCH_COST_PASSES = 4
+
 _malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (not musl, not macOS)
 
 
@@ -72,6 +75,8 @@ class EmbeddingAPI(ls.LitAPI):
         self.max_queue_wait = settings.max_queue_wait_ms / 1000 or None
         self.limits = RequestLimits(settings.max_request_tokens, settings.allow_image_urls)
         self.embedder: Embedder | None = None
+        self.max_batch_cost: float | None = None
+        self._last_batch_end = 0.0
 
     def setup(self, device: str) -> None:
         """Loads the model; a backend that cannot reports why in /ready and answers 503, the others keep serving."""
@@ -83,7 +88,10 @@ class EmbeddingAPI(ls.LitAPI):
             log.exception("backend %s failed to load", self.backend)
             self.status.set_failed(f"{type(exc).__name__}: {exc}")
             return
-        self.load.set_max_tokens(self.embedder.spec.max_tokens)
+        # Read by DrainingBatchLoop: a dynamic batch holds at most this much work, so that a request admitted near
+        # the wait bound is not then held for a batch of seconds more (all requests of a batch finish together).
+        self.max_batch_cost = BATCH_COST_PASSES * self.embedder.settings.max_batch_tokens
+        self.load.set_limits(self.embedder.spec.max_tokens, self.max_batch_cost)
         self.metrics.observe_loaded(self.embedder.backend, self.settings.model, self.embedder.load_seconds)
         self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds, self.embedder.spec.dimensions)
 
@@ -106,7 +114,7 @@ class EmbeddingAPI(ls.LitAPI):
         request.cost = self.load.cost(request.inputs())
         # The work queued ahead of it, not its own: a large request on an idle server is never shed.
         wait = self.load.expected_wait() if self.max_queue_wait else None
-        if wait is not None and wait > self.max_queue_wait:
+        if wait is not None and wait > self.load.admission_bound(self.max_queue_wait):
             return error_response(self._overloaded("expected_wait", f"would wait about {wait:.1f} s", wait))
         self.load.admit(request.cost)
         return None
@@ -152,14 +160,21 @@ class EmbeddingAPI(ls.LitAPI):
         jobs = [job for job in requests if isinstance(job, Job)]
         if jobs:
             started = time.monotonic()
+            self.load.start_batch(sum(job.cost for job in jobs), started)
             results, stats = embed_queries(self.embedder, [job.query for job in jobs])
             for job, result in zip(jobs, results, strict=True):
                 job.result = result
+            ended = time.monotonic()
             if stats.passes:
-                seconds = time.monotonic() - started
                 waits = [started - job.received_at for job in jobs]
-                self.metrics.observe_batch(self.backend, self.settings.model, waits, stats, seconds)
-                self.load.record_batch(sum(job.cost for job in jobs), seconds)
+                self.metrics.observe_batch(self.backend, self.settings.model, waits, stats, ended - started)
+            # The queue drains at the pace of the worker's whole cycle (tokenizing, inference, and the previous
+            # batch's encoding), not of inference alone: from the end of the last batch, or from this batch's first
+            # arrival when the worker sat idle.
+            cycle_began = max(self._last_batch_end, min(job.received_at for job in jobs))
+            self.load.record_batch(sum(job.cost for job in jobs), ended - cycle_began)
+            self.load.end_batch()
+            self._last_batch_end = ended
             trim_heap()
         return requests
 

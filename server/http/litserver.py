@@ -56,15 +56,26 @@ class Expired:
 
 
 class DrainingBatchLoop(BatchedLoop):
+    def __init__(self):
+        super().__init__()
+        self._held: tuple | None = None  # a request that did not fit the last batch's cost budget: the next one's first
+
     def get_batch_requests(self, lit_api: ls.LitAPI, request_queue: Queue, transport) -> tuple[list, list]:
-        """Blocks for the first request; then takes what is queued, waiting at most `batch_timeout` for more."""
+        """Blocks for the first request; then takes what is queued, waiting at most `batch_timeout` for more, up to
+        `max_batch_size` requests and, when the LitAPI sets `max_batch_cost`, up to that many estimated tokens (the
+        request that would pass it opens the next batch)."""
         batch: list = []
         timed_out: list = []
-        try:
-            first = request_queue.get(timeout=IDLE_WAKE_SECONDS)
-        except Empty:
-            return batch, timed_out
+        if self._held is not None:
+            first, self._held = self._held, None
+        else:
+            try:
+                first = request_queue.get(timeout=IDLE_WAKE_SECONDS)
+            except Empty:
+                return batch, timed_out
         self._admit(lit_api, first, batch, timed_out)
+        budget = getattr(lit_api, "max_batch_cost", None)
+        cost = self._cost(batch)
         deadline = time.monotonic() + lit_api.batch_timeout
         while len(batch) + len(timed_out) < lit_api.max_batch_size:
             remaining = deadline - time.monotonic()
@@ -72,8 +83,19 @@ class DrainingBatchLoop(BatchedLoop):
                 item = request_queue.get(timeout=remaining) if remaining > 0 else request_queue.get_nowait()
             except Empty:
                 break
+            taken = len(batch)
             self._admit(lit_api, item, batch, timed_out)
+            if budget and len(batch) > taken and cost + self._cost(batch[taken:]) > budget:
+                batch.pop()
+                self._held = item
+                break
+            cost += self._cost(batch[taken:])
         return batch, timed_out
+
+    @staticmethod
+    def _cost(entries: list) -> float:
+        """Estimated tokens of batch entries that will run (an expired one costs nothing)."""
+        return sum(getattr(payload, "cost", 0.0) for _, _, payload in entries if not isinstance(payload, Expired))
 
     @staticmethod
     def _admit(lit_api: ls.LitAPI, item: tuple, batch: list, timed_out: list) -> None:

@@ -7,7 +7,8 @@ anything is shed. Here every request has a cost, its estimated tokens, and each 
 the HTTP processes and its worker:
 
 - the estimated tokens of the requests admitted and not yet answered (the HTTP processes add and remove them);
-- how many estimated tokens a second the worker gets through while busy (the worker measures it at every batch);
+- how many estimated tokens a second the worker gets through while busy (the worker measures it at every batch),
+  and the batch it is running now (so that the part of it already done is not counted as waiting);
 - the model's token limit, so that an over-long input costs what it will be cut to (the worker writes it on load).
 
 The ratio of the first to the second is the wait a new request would have before its own turn. The estimate
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +46,18 @@ class BackendLoad:
     _queued: Any  # estimated tokens admitted and not yet answered
     _rate: Any  # estimated tokens per second while busy; 0 until the first batch is measured
     _max_tokens: Any
+    _running: Any  # the batch in the worker now: its estimated tokens and when it started (0, 0: none)
+    _batch_cost: Any  # the most estimated tokens one dynamic batch holds; 0: unbounded
 
     @classmethod
     def create(cls) -> BackendLoad:
-        return cls(_SPAWN.Value("d", 0.0), _SPAWN.Value("d", 0.0), _SPAWN.Value("i", 0))
+        return cls(
+            _SPAWN.Value("d", 0.0),
+            _SPAWN.Value("d", 0.0),
+            _SPAWN.Value("i", 0),
+            _SPAWN.Array("d", 2),
+            _SPAWN.Value("d", 0.0),
+        )
 
     def cost(self, inputs: list[str] | list[list[int]]) -> float:
         return estimated_tokens(inputs, self._max_tokens.value)
@@ -60,10 +70,27 @@ class BackendLoad:
     def tokens_per_second(self) -> float:
         return self._rate.value
 
-    def expected_wait(self, tokens: float = 0.0) -> float | None:
-        """Seconds until what is queued, and `tokens` more, would be done; None before any batch was measured."""
+    def expected_wait(self, tokens: float = 0.0, now: float | None = None) -> float | None:
+        """Seconds until what is queued, and `tokens` more, would be done; None before any batch was measured.
+
+        The batch the worker is running counts only for what it has left: a dynamic batch can hold seconds of work,
+        most of it done by the time a new request asks."""
         rate = self._rate.value
-        return (self._queued.value + tokens) / rate if rate > 0 else None
+        if rate <= 0:
+            return None
+        with self._running.get_lock():
+            running, since = self._running[:]
+        done = min(running, ((time.monotonic() if now is None else now) - since) * rate) if running else 0.0
+        return max(0.0, self._queued.value - done + tokens) / rate
+
+    def start_batch(self, tokens: float, now: float) -> None:
+        """The worker, when a batch starts."""
+        with self._running.get_lock():
+            self._running[:] = [tokens, now]
+
+    def end_batch(self) -> None:
+        with self._running.get_lock():
+            self._running[:] = [0.0, 0.0]
 
     def admit(self, tokens: float) -> None:
         with self._queued.get_lock():
@@ -73,8 +100,18 @@ class BackendLoad:
         with self._queued.get_lock():
             self._queued.value = max(0.0, self._queued.value - tokens)
 
-    def set_max_tokens(self, max_tokens: int) -> None:
+    def set_limits(self, max_tokens: int, batch_cost: float) -> None:
+        """The worker, once loaded: the model's token limit and its dynamic batches' cost budget."""
         self._max_tokens.value = max_tokens
+        self._batch_cost.value = batch_cost
+
+    def admission_bound(self, bound: float) -> float:
+        """The expected wait past which a new request is shed: `bound`, less one batch's time (at most half of it).
+        A request's batch can start only when the batch ahead of it ends, up to one batch later than the average
+        says; without that margin, a queue held at the bound would see requests expire waiting for their batch."""
+        rate, batch_cost = self._rate.value, self._batch_cost.value
+        margin = batch_cost / rate if rate > 0 and batch_cost > 0 else 0.0
+        return bound - min(margin, bound / 2)
 
     def record_batch(self, tokens: float, seconds: float) -> None:
         """The worker, after each batch: how fast it went through its estimated tokens."""

@@ -14,7 +14,8 @@ import pytest
 from loadtest.http_load import KeepAliveConnection
 from loadtest.launcher import free_port
 from loadtest.settings import SoakSettings
-from loadtest.soak import memory_drift, run_soak
+from loadtest.soak import memory_drift, run_overload, run_soak
+from tests.helpers import start_server
 
 pytestmark = pytest.mark.slow
 
@@ -114,3 +115,32 @@ def test_memory_drift_compares_medians_after_the_warm_up_and_at_the_end():
     assert worker.drift_pct == pytest.approx(10.0)
     tree = drift["server tree"]
     assert tree.first_mb == 400 and tree.last_mb == 557 and tree.settled_mb == 501  # 501, 482, 523
+
+
+def test_the_overload_scenario_probes_capacity_then_runs_80_percent_and_twice_it(exported, tmp_path):
+    server = start_server(exported, tmp_path, "--backends", "onnx", "--max-queue-wait-ms", "300")
+    try:
+        overload = settings(
+            server.url,
+            tmp_path,
+            rate=40,
+            duration=4,
+            warmup=1,
+            arrival="constant",
+            bad_share=0.0,
+            overload=True,
+            profile="medium",
+        )
+        phases, run_dir = run_overload(overload)
+    finally:
+        server.stop()
+    (probe_name, probe), (_, eighty), (_, double) = phases
+    assert probe_name == "capacity probe" and probe.shed > 0  # 40 requests/s is past one backend's capacity
+    capacity = probe.admitted_rate
+    assert 0 < capacity < 40
+    assert eighty.offered_rate == pytest.approx(round(0.8 * capacity, 2), rel=0.1)
+    assert double.offered_rate == pytest.approx(round(2 * capacity, 2), rel=0.1)
+    assert all(report.failed == 0 for _, report in phases)  # shed is not failed: every admitted answer was right
+    summary = (run_dir / "overload.txt").read_text()
+    assert f"{capacity:.2f}" in summary and "2x capacity" in summary
+    assert len(list(run_dir.glob("*/soak.json"))) == 3

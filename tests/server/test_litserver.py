@@ -68,6 +68,21 @@ def test_a_request_that_waited_past_the_queue_wait_bound_reaches_decode_as_expir
     assert isinstance(stale, Expired) and fresh == {"input": "fresh"}
 
 
+def test_a_batch_stops_at_its_cost_budget_and_the_request_past_it_opens_the_next():
+    requests_queue: queue.Queue = queue.Queue()
+    for number, cost in enumerate([300, 500, 400, 100]):
+        requests_queue.put((0, f"r{number}", time.monotonic(), types.SimpleNamespace(cost=cost)))
+    loop, budget = DrainingBatchLoop(), api()
+    budget.max_batch_cost = 1000
+    batch, _ = loop.get_batch_requests(budget, requests_queue, None)
+    assert [uid for _, uid, _ in batch] == ["r0", "r1"]  # r2 would make 1200
+    batch, _ = loop.get_batch_requests(budget, requests_queue, None)
+    assert [uid for _, uid, _ in batch] == ["r2", "r3"] and requests_queue.empty()
+    requests_queue.put((0, "huge", time.monotonic(), types.SimpleNamespace(cost=5000)))
+    batch, _ = loop.get_batch_requests(budget, requests_queue, None)
+    assert [uid for _, uid, _ in batch] == ["huge"]  # a request over the budget alone still runs
+
+
 def test_the_loop_waits_for_more_only_with_a_batch_timeout(monkeypatch):
     monkeypatch.setattr(litserver, "IDLE_WAKE_SECONDS", 0.05)
     assert DrainingBatchLoop().get_batch_requests(api(), queue.Queue(), None) == ([], [])

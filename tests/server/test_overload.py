@@ -35,8 +35,29 @@ def test_the_wait_is_the_queued_work_over_the_measured_throughput():
     assert load.tokens_per_second == pytest.approx((1 - RATE_SMOOTHING) * 2000 + RATE_SMOOTHING * 1000)
     load.release(5000)  # never below zero
     assert load.queued_tokens == 0
-    load.set_max_tokens(8)
+    load.set_limits(max_tokens=8, batch_cost=0)
     assert load.cost(["a" * 400]) == 8
+
+
+def test_admission_leaves_one_batch_of_margin_below_the_bound_at_most_half_of_it():
+    load = BackendLoad.create()
+    assert load.admission_bound(5.0) == 5.0  # nothing measured
+    load.record_batch(tokens=4000, seconds=1.0)
+    load.set_limits(max_tokens=256, batch_cost=8000)  # a batch of 2 s at 4000 tokens/s
+    assert load.admission_bound(5.0) == pytest.approx(3.0)
+    assert load.admission_bound(3.0) == pytest.approx(1.5)  # never below half the bound
+
+
+def test_the_running_batch_counts_only_for_what_it_has_left():
+    load = BackendLoad.create()
+    load.record_batch(tokens=1000, seconds=1.0)
+    load.admit(3000)  # a running batch of 2000 and 1000 queued behind it
+    load.start_batch(2000, now=100.0)
+    assert load.expected_wait(now=100.0) == pytest.approx(3.0)
+    assert load.expected_wait(now=101.5) == pytest.approx(1.5)  # 1500 of the batch done
+    assert load.expected_wait(now=110.0) == pytest.approx(1.0)  # the batch's own cost at most
+    load.end_batch()
+    assert load.expected_wait(now=110.0) == pytest.approx(3.0)  # until its requests are answered and released
 
 
 def test_retry_after_says_when_the_queue_should_have_room():
