@@ -65,3 +65,11 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def start_server_for_load(backends: list[str], model: str, log_path: Path) -> ServerProcess:
+    """`embedserve serve` started by a load run (sweep, soak) that was given no --host: warnings only, in its log."""
+    print(f"starting embedserve with {', '.join(backends)} on {model} ...", file=sys.stderr, flush=True)
+    return ServerProcess(
+        "--backends", ",".join(backends), "--model", model, "--log-level", "warning", log_path=log_path
+    ).wait_ready()

@@ -33,7 +33,7 @@ from loadtest.discovery import discover
 from loadtest.environment import describe_environment
 from loadtest.http_load import SHED, KeepAliveConnection, Outcome, open_loop
 from loadtest.latency import LatencySummary
-from loadtest.launcher import ServerProcess
+from loadtest.launcher import start_server_for_load
 from loadtest.server_metrics import MetricsSnapshot
 from loadtest.settings import SoakSettings
 from server.settings import DEFAULT_MODEL
@@ -418,18 +418,9 @@ def served_target(settings: SoakSettings, run_dir: Path) -> Iterator[tuple[Targe
     environment it runs in."""
     server = None
     if settings.host is None:
-        backends = settings.backends or ["torch", "onnx", "openvino"]
-        model = settings.model or DEFAULT_MODEL
-        print(f"starting embedserve with {', '.join(backends)} on {model} ...", file=sys.stderr, flush=True)
-        server = ServerProcess(
-            "--backends",
-            ",".join(backends),
-            "--model",
-            model,
-            "--log-level",
-            "warning",
-            log_path=run_dir / "server.log",
-        ).wait_ready()
+        server = start_server_for_load(
+            settings.backends or ["torch", "onnx", "openvino"], settings.model or DEFAULT_MODEL, run_dir / "server.log"
+        )
     url = (settings.host or server.url).rstrip("/")
     try:
         served = discover(url)

@@ -15,7 +15,7 @@ from pathlib import Path
 from loadtest.cells import Cell, CellResult
 from loadtest.discovery import discover
 from loadtest.environment import describe_environment
-from loadtest.launcher import ServerProcess
+from loadtest.launcher import start_server_for_load
 from loadtest.open_cell import generator_capacity
 from loadtest.runner import CLIENT_CPU_LIMIT_PCT, CellRunner
 from loadtest.saturation import BISECTIONS, Saturation, find_max, saturation_levels
@@ -106,16 +106,7 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     server = None
     if settings.host is None:
-        print(f"starting embedserve with {', '.join(settings.backends)} on {settings.model} ...", file=sys.stderr)
-        server = ServerProcess(
-            "--backends",
-            ",".join(settings.backends),
-            "--model",
-            settings.model,
-            "--log-level",
-            "warning",
-            log_path=run_dir / "server.log",
-        ).wait_ready()
+        server = start_server_for_load(settings.backends, settings.model, run_dir / "server.log")
     server_url = (settings.host or server.url).rstrip("/")
     try:
         environment = describe_environment(server_url)

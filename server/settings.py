@@ -140,7 +140,7 @@ class ServeSettings(EngineSettings):
         description="hard bound on requests in flight per backend (per HTTP process); beyond it: 503 + Retry-After",
     )
     max_queue_wait_ms: float = Field(
-        5000.0,
+        10000.0,
         ge=0,
         description="shed a request at once (503 server_overloaded + Retry-After) when the work queued ahead of it "
         "for its backend, over the backend's measured throughput, would make it wait longer than this; a request "
