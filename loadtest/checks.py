@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import numpy as np
+
 from loadtest.http_load import SHED
 
 # A request's outcome in the locustfile's latency files (--latency-file).
@@ -37,13 +39,23 @@ def embeddings_failure(status: int, body: Any, inputs: int, dimensions: int | No
     if [item.get("index") for item in data] != list(range(inputs)):
         return "embeddings are not indexed 0..n-1 in order"
     for item in data:
-        vector = item.get("embedding")
-        if encoding_format == "base64":
-            size = len(base64.b64decode(vector)) // 4 if isinstance(vector, str) else -1
-        else:
-            size = len(vector) if isinstance(vector, list) else -1
-        if size < 0:
+        values = _values(item.get("embedding"), encoding_format)
+        if values is None:
             return f"embedding is not {encoding_format}"
-        if dimensions is not None and size != dimensions:
-            return f"expected {dimensions} dimensions, got {size}"
+        if dimensions is not None and len(values) != dimensions:
+            return f"expected {dimensions} dimensions, got {len(values)}"
+        if not np.isfinite(values).all():
+            return "embedding has NaN or infinite values"
+        if not values.any():
+            return "embedding is all zeros"
     return None
+
+
+def _values(vector: Any, encoding_format: str) -> np.ndarray | None:
+    """An embedding's numbers, or None when it is not in the asked-for encoding."""
+    try:
+        if encoding_format == "base64":
+            return np.frombuffer(base64.b64decode(vector), dtype="<f4") if isinstance(vector, str) else None
+        return np.asarray(vector, dtype=np.float64) if isinstance(vector, list) else None
+    except (ValueError, TypeError):
+        return None

@@ -62,17 +62,24 @@ def test_bench_reports_in_process_quality_and_served_sections(exported):
 
 def test_the_served_check_wants_one_embedding_of_the_right_size_per_input_in_order():
     import base64
+    import struct
 
     import orjson
 
     check = embeddings_check(dimensions=2)
     request = orjson.dumps({"input": ["a", "b"]})
-    vector = base64.b64encode(b"\0" * 8).decode()
+    vector = base64.b64encode(struct.pack("<2f", 0.6, 0.8)).decode()
     answer = lambda *indices: orjson.dumps({"data": [{"index": i, "embedding": vector} for i in indices]})  # noqa: E731
     assert check(request, 200, answer(0, 1)) is None
     assert check(request, 503, b"{}") == "HTTP 503"
     assert check(request, 502, b"not json") == "HTTP 502"
     assert check(request, 200, answer(0)) == "expected 2 embeddings, got 1"
     assert check(request, 200, answer(1, 0)) == "embeddings are not indexed 0..n-1 in order"
-    short = orjson.dumps({"data": [{"index": 0, "embedding": vector}, {"index": 1, "embedding": "AAAA"}]})
-    assert check(request, 200, short) == "expected 2 dimensions, got 0"
+    one_float = base64.b64encode(struct.pack("<f", 1.0)).decode()
+    short = orjson.dumps({"data": [{"index": 0, "embedding": vector}, {"index": 1, "embedding": one_float}]})
+    assert check(request, 200, short) == "expected 2 dimensions, got 1"
+    torn = orjson.dumps({"data": [{"index": 0, "embedding": vector}, {"index": 1, "embedding": "AAAA"}]})
+    assert check(request, 200, torn) == "embedding is not base64"  # 3 bytes: not float32s
+    zeros = base64.b64encode(bytes(8)).decode()
+    empty = orjson.dumps({"data": [{"index": 0, "embedding": vector}, {"index": 1, "embedding": zeros}]})
+    assert check(request, 200, empty) == "embedding is all zeros"

@@ -48,3 +48,27 @@ def test_wrong_count_order_status_and_shape_fail():
 
 def test_unknown_expected_dimension_checks_the_rest():
     assert embeddings_failure(200, body(2, 8), 2, None, "float") is None
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_zero_nan_and_infinite_vectors_fail(encoding):
+    for bad, reason in ((0.0, "embedding is all zeros"), (np.nan, "embedding has NaN or infinite values")):
+        response = body(2, 8, encoding)
+        vector = np.full(8, bad, dtype="<f4")
+        response["data"][1]["embedding"] = (
+            base64.b64encode(vector.tobytes()).decode() if encoding == "base64" else vector.tolist()
+        )
+        assert embeddings_failure(200, response, 2, 8, encoding) == reason
+    response = body(1, 8, encoding)
+    vector_inf = np.ones(8, dtype="<f4")
+    vector_inf[3] = np.inf
+    response["data"][0]["embedding"] = (
+        base64.b64encode(vector_inf.tobytes()).decode() if encoding == "base64" else vector_inf.tolist()
+    )
+    assert embeddings_failure(200, response, 1, 8, encoding) == "embedding has NaN or infinite values"
+
+
+def test_an_embedding_of_non_numbers_is_not_float():
+    response = body(1, 2)
+    response["data"][0]["embedding"] = ["a", "b"]
+    assert embeddings_failure(200, response, 1, 2, "float") == "embedding is not float"
