@@ -109,3 +109,17 @@ def test_past_capacity_requests_are_shed_at_once_and_what_was_admitted_is_served
         assert small.status_code == 200, small.text
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_max_request_tokens_is_a_400_naming_the_limit_and_the_server_keeps_serving(exported, tmp_path):
+    server = start_server(exported, tmp_path, "--backends", "onnx", "--max-request-tokens", "40")
+    try:
+        over = post(server, {"model": MODEL, "input": ["one two three four five six seven eight nine ten"] * 5})
+        assert over.status_code == 400, over.text
+        error = over.json()["error"]
+        assert error["code"] == "max_tokens_per_request" and "at most 40 allowed" in error["message"]
+        within = post(server, {"model": MODEL, "input": ["one two three four five six seven eight nine ten"] * 2})
+        assert within.status_code == 200 and within.json()["usage"]["prompt_tokens"] <= 40
+    finally:
+        server.stop()

@@ -37,3 +37,12 @@ def test_serve_help_documents_every_setting():
     ).stdout
     for name in ServeSettings.model_fields:
         assert f"--{name.replace('_', '-')}" in out, name
+
+
+def test_a_backend_listed_twice_or_a_default_backend_not_served_is_refused_before_anything_starts():
+    from server.http.server import build_server
+
+    with pytest.raises(ValueError, match="listed twice"):
+        build_server(ServeSettings(backends=["onnx", "onnx"]))
+    with pytest.raises(ValueError, match="default backend 'torch' is not among"):
+        build_server(ServeSettings(backends=["onnx"], default_backend="torch"))
