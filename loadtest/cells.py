@@ -7,6 +7,12 @@ The load is closed loop (`concurrency` users, each waiting for its answer before
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from loadtest.http_load import SCHEDULE_SLACK_PCT
+
+if TYPE_CHECKING:
+    from loadtest.latency import LatencySummary
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,12 @@ class CellResult:
     client_cpu_pct: float = 0.0
     client_cpu_bound: bool = False
 
-    def set_latencies(self, summary) -> None:
+    @property
+    def generator_behind(self) -> bool:
+        """The open-loop generator did not keep to its schedule: part of what the cell measured is the client."""
+        return (self.generator_behind_pct or 0.0) > SCHEDULE_SLACK_PCT
+
+    def set_latencies(self, summary: LatencySummary | None) -> None:
         """Copy a LatencySummary's figures (None: nothing was answered; the figures stay 0)."""
         if summary is None:
             return

@@ -7,7 +7,6 @@ exercise tokenizers and attention like real prose, with no data set to download.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Literal
 
 SUBJECTS = (
@@ -153,8 +152,6 @@ def varied_texts(count: int, seed: int = 0) -> list[str]:
     return out
 
 
-def stream(profile: str, seed: int = 0, pool_size: int = 512) -> Iterator[str]:
-    """An endless, repeatable cycle over a pool of texts (Locust users draw from it)."""
-    pool = texts(profile, pool_size, seed)
-    while True:
-        yield from pool
+def window(pool: list[str], start: int, size: int) -> list[str]:
+    """`size` consecutive texts of `pool` from `start`, wrapping around: one load request's inputs."""
+    return [pool[(start + offset) % len(pool)] for offset in range(size)]

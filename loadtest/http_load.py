@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 # What a `check` returns for a 503 server_overloaded with Retry-After: the server shed the request at once, as it
 # should past its capacity. A category of its own: neither an answer that passed nor a failure.
 SHED = "shed: 503 server_overloaded"
+# Beyond this lag, as a share of the schedule's span, the generator did not keep to its schedule: part of what it
+# measured is the client, not the server.
+SCHEDULE_SLACK_PCT = 1.0
 
 
 class ConnectionClosed(Exception):
@@ -158,6 +161,11 @@ class Outcome:
     failure: str | None = None  # why the answer was wrong, or None
 
     @property
+    def admitted(self) -> bool:
+        """Answered, and not shed: the server took it in."""
+        return self.finished is not None and self.failure != SHED
+
+    @property
     def latency(self) -> float:
         """From the moment it was due, not from when it was sent: a backlog anywhere counts."""
         return self.finished - self.due
@@ -224,6 +232,10 @@ class OpenLoopResult:
     def behind_pct(self) -> float:
         """How far the generator fell behind its schedule at worst, as a share of the schedule's span."""
         return 100 * self.max_lag / self.span
+
+    @property
+    def kept_schedule(self) -> bool:
+        return self.behind_pct <= SCHEDULE_SLACK_PCT
 
 
 def open_loop(

@@ -27,7 +27,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.runners import WorkerRunner
 
 from loadtest.checks import FAILED, PASSED, SHED_MARK, embeddings_failure
-from loadtest.corpus import PROFILES, texts
+from loadtest.corpus import PROFILES, texts, window
 from loadtest.discovery import Served, parse_models
 from loadtest.http_load import SHED
 
@@ -172,7 +172,7 @@ class EmbeddingUser(FastHttpUser):
     def embed(self) -> None:
         size = self.environment.parsed_options.batch_size
         start = self.rng.randrange(len(self.pool))
-        batch = list(itertools.islice(itertools.cycle(self.pool), start, start + size))
+        batch = window(self.pool, start, size)
         with self.client.post(
             self.path,
             data=json.dumps({**self.body, "input": batch}),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from loadtest.arrivals import arrival_times
 from loadtest.cells import Cell, CellResult
 from loadtest.checks import embeddings_failure
-from loadtest.corpus import texts
+from loadtest.corpus import texts, window
 from loadtest.echo_server import echo_server_process
 from loadtest.http_load import OpenLoopResult, open_loop
 from loadtest.latency import LatencySummary
@@ -52,7 +52,7 @@ def request_bodies(
     bodies = []
     for _ in range(BODIES):
         start = rng.randrange(len(pool))
-        batch = [pool[(start + offset) % len(pool)] for offset in range(batch_size)]
+        batch = window(pool, start, batch_size)
         bodies.append(
             json.dumps({"model": model, "input": batch, "encoding_format": encoding_format, **extra}).encode()
         )
@@ -171,7 +171,7 @@ def generator_capacity(seconds: float = 5.0, start_rate: float = 500.0) -> tuple
             lambda _, status, answer: None if status == 200 and answer == body else f"HTTP {status}",
         )
         tried.append((rate, outcome.behind_pct))
-        return outcome.behind_pct <= 1.0 and not outcome.failures
+        return outcome.kept_schedule and not outcome.failures
 
     with echo_server_process() as url:
         good, bad = 0.0, start_rate

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt
 
+from loadtest.http_load import SCHEDULE_SLACK_PCT
 from loadtest.settings import ReportSettings
 
 # One colour per backend, the same in every plot and every report.
@@ -153,6 +154,13 @@ def plot_saturation(cells: list[dict], backends: list[str], slo_ms: float | None
     return _save(fig, path)
 
 
+# Open-loop cells at the rate they were offered, closed-loop ones at the rate their users reached.
+LOAD_STYLES = (
+    ("open", "offered_rate", {"marker": "o"}),
+    ("closed", "requests_per_s", {"marker": "s", "linestyle": "--", "alpha": 0.6}),
+)
+
+
 def plot_latency_vs_load(cells: list[dict], backends: list[str], slo_ms: float | None, path: Path) -> Path:
     """p99 against requests per second: open loop at its offered rate (solid), closed loop at the rate its users
     reached (dashed). Closed loop hides the tail that the same rate shows when arrivals do not wait."""
@@ -162,26 +170,15 @@ def plot_latency_vs_load(cells: list[dict], backends: list[str], slo_ms: float |
         for backend in backends:
             for batch in ordered(c["batch_size"] for c in cells):
                 own = [c for c in cells if (c["backend"], c["profile"], c["batch_size"]) == (backend, profile, batch)]
-                opened = sorted((c for c in own if is_open(c)), key=lambda c: c["offered_rate"])
-                closed = sorted((c for c in own if not is_open(c)), key=lambda c: c["requests_per_s"])
-                if opened:
-                    ax.plot(
-                        [c["offered_rate"] for c in opened],
-                        [c["p99_ms"] for c in opened],
-                        marker="o",
-                        color=color(backend, backends),
-                        label=f"{backend} b{batch} open",
-                    )
-                if closed:
-                    ax.plot(
-                        [c["requests_per_s"] for c in closed],
-                        [c["p99_ms"] for c in closed],
-                        marker="s",
-                        linestyle="--",
-                        alpha=0.6,
-                        color=color(backend, backends),
-                        label=f"{backend} b{batch} closed",
-                    )
+                for load, rate, style in LOAD_STYLES:
+                    points = sorted((c[rate], c["p99_ms"]) for c in own if is_open(c) == (load == "open"))
+                    if points:
+                        ax.plot(
+                            *zip(*points, strict=True),
+                            color=color(backend, backends),
+                            label=f"{backend} b{batch} {load}",
+                            **style,
+                        )
         if slo_ms:
             ax.axhline(slo_ms, color="black", linestyle=":", label=f"SLO {slo_ms:g} ms")
         ax.set(title=f"{profile} texts", xlabel="requests/s", ylabel="p99 latency (ms)")
@@ -455,14 +452,14 @@ def write_report(settings: ReportSettings) -> Path:
         "<h2>Plots</h2>",
         *map(_image, plots),
         "<h2>Every cell</h2>",
-        '<p class="note">Marked: the load generator used more than 80% of a core, or fell more than 1% behind its '
-        "schedule, so it may have limited the cell.</p>",
+        '<p class="note">Marked: the load generator used more than 80% of a core, or fell more than '
+        f"{SCHEDULE_SLACK_PCT:g}% behind its schedule, so it may have limited the cell.</p>",
     ]
     parts.append(
         _table(
             [label for _, label in CELL_COLUMNS],
             [[cell_value(c, key) for key, _ in CELL_COLUMNS] for c in cells],
-            [client_cpu_bound(c) or (c.get("generator_behind_pct") or 0) > 1 for c in cells],
+            [client_cpu_bound(c) or (c.get("generator_behind_pct") or 0) > SCHEDULE_SLACK_PCT for c in cells],
             mark="flag",
         )
     )

@@ -125,7 +125,7 @@ def summary(result: CellResult) -> str:
     line = f"{result.requests_per_s:7.1f} req/s  p50 {result.p50_ms:6.1f}  p99 {result.p99_ms:7.1f} ms"
     if result.load == "open":
         line += f"  offered {result.offered_rate:.1f}  goodput {result.goodput_rate:.1f} req/s"
-        if result.generator_behind_pct > 1:
+        if result.generator_behind:
             line += f"  (generator {result.generator_behind_pct:.1f}% behind)"
     if result.shed:
         line += f"  {result.shed} shed"

@@ -94,7 +94,7 @@ def search_concurrency(run_cell, settings, on_result, backend: str, profile: str
 
 def breaks_slo(result: CellResult, slo_ms: float) -> str | None:
     """Why an open-loop cell did not hold, or None."""
-    if result.generator_behind_pct is not None and result.generator_behind_pct > 1:
+    if result.generator_behind:
         return f"the generator fell {result.generator_behind_pct:.1f}% behind at {result.rate:g} req/s"
     if result.requests and (result.failures + result.shed) / result.requests >= MAX_ERROR_RATIO:
         return (

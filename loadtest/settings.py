@@ -10,10 +10,10 @@ from pydantic import Field
 from pydantic_settings import CliImplicitFlag, CliPositionalArg
 
 from loadtest.arrivals import Arrival
-from loadtest.corpus import TextProfile
+from loadtest.corpus import PROFILES, TextProfile
 from server.settings import DEFAULT_MODEL, CommaList, Duration, EngineSettings, SettingsBase
 
-PROFILES_HELP = "text lengths (short ~16, medium ~128, long ~512 tokens, variable), comma separated"
+PROFILES_HELP = "text lengths, comma separated: " + "; ".join(f"{name} {about}" for name, about in PROFILES.items())
 
 
 class BenchSettings(EngineSettings):

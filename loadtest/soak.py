@@ -255,7 +255,7 @@ def over_time(outcomes: list[Outcome], planned: list[SoakRequest], width: float)
     rows = []
     for number in sorted(windows):
         own = windows[number]
-        admitted = [o.latency * 1000 for o in own if o.finished is not None and o.failure != SHED]
+        admitted = [o.latency * 1000 for o in own if o.admitted]
         summary = LatencySummary.of(admitted)
         rows.append(
             {
@@ -313,7 +313,7 @@ def soak(settings: SoakSettings, target: Target) -> SoakReport:
         samples = samples_in.recv() if samples_in.poll(30) else []
         sampler.join(10)
     valid = [o for o, request in zip(outcome.outcomes, planned, strict=True) if not request.bad]
-    admitted = [o for o in valid if o.finished is not None and o.failure != SHED]
+    admitted = [o for o in valid if o.admitted]
     return SoakReport(
         backends=backends,
         rate=settings.rate,

@@ -88,7 +88,7 @@ def format_table(results: list[CellResult]) -> str:
         flags = []
         if r.client_cpu_bound:
             flags.append("load generator CPU-bound")
-        if r.generator_behind_pct is not None and r.generator_behind_pct > 1:
+        if r.generator_behind:
             flags.append(f"generator {r.generator_behind_pct:.1f}% behind schedule")
         lines.append(
             f"{r.backend:<14}{r.profile:<9}{r.batch_size:>6}{load:>9}{r.requests_per_s:>8.1f}{goodput}"

@@ -19,14 +19,12 @@ class AdmissionMiddleware:
         app: ASGIApp,
         queue_limit: int,
         max_body_bytes: int,
-        default_path: str,
         backend_by_path: dict[str, str],
         model: str,
     ):
         self.app = app
         self.queue_limit = queue_limit
         self.max_body_bytes = max_body_bytes
-        self.default_path = default_path
         self.backend_by_path = backend_by_path
         self.model = model
         self.in_flight: Counter[str] = Counter()
@@ -36,7 +34,6 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST" or not path.endswith("/v1/embeddings"):
             await self.app(scope, receive, send)
             return
-        queue = self.default_path if path == "/v1/embeddings" else path
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._reject(scope, receive, send, self._too_large())
@@ -53,8 +50,12 @@ class AdmissionMiddleware:
                 await self._reject(scope, receive, send, self._too_large())
                 return
             receive = _replay(body, receive)
-        if self.in_flight[queue] >= self.queue_limit:
-            server_metrics().rejected.labels(self.backend_by_path[queue], self.model, "count_bound").inc()
+        backend = self.backend_by_path.get(path)
+        if backend is None:  # no such backend: the app answers 404, nothing is queued
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight[backend] >= self.queue_limit:
+            server_metrics().rejected.labels(backend, self.model, "count_bound").inc()
             overloaded = OpenAIError(
                 503,
                 f"the server is at its limit of {self.queue_limit} requests in flight for this backend; retry shortly",
@@ -63,11 +64,11 @@ class AdmissionMiddleware:
             )
             await self._reject(scope, receive, send, overloaded)
             return
-        self.in_flight[queue] += 1
+        self.in_flight[backend] += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight[queue] -= 1
+            self.in_flight[backend] -= 1
 
     async def _read_at_most(self, receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it passes the limit."""

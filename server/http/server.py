@@ -49,7 +49,6 @@ def build_server(settings: ServeSettings) -> EmbeddingServer:
         AdmissionMiddleware,
         queue_limit=settings.max_queue,
         max_body_bytes=settings.max_body_bytes,
-        default_path=embeddings_path(settings.default_backend_name),
         backend_by_path=backend_by_path,
         model=settings.model,
     )
