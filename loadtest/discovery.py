@@ -8,6 +8,8 @@ import json
 import urllib.request
 from dataclasses import dataclass
 
+from loadtest.api_key import authorization
+
 
 @dataclass(frozen=True)
 class Served:
@@ -32,5 +34,6 @@ def parse_models(document: dict) -> Served:
 
 
 def discover(server_url: str, timeout: float = 10) -> Served:
-    with urllib.request.urlopen(f"{server_url.rstrip('/')}/v1/models", timeout=timeout) as response:
+    request = urllib.request.Request(f"{server_url.rstrip('/')}/v1/models", headers=authorization())
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return parse_models(json.load(response))

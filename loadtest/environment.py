@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from loadtest.api_key import authorization
+
 PACKAGES = ("embedserve", "litserve", "torch", "transformers", "onnxruntime", "openvino", "locust", "tokenizers")
 
 
@@ -91,7 +93,8 @@ def package_versions() -> dict[str, str]:
 
 def server_state(server_url: str) -> dict:
     """The served model and each backend's device, dimensions and load time, as /v1/models reports them."""
-    with urllib.request.urlopen(f"{server_url}/v1/models", timeout=10) as response:
+    request = urllib.request.Request(f"{server_url}/v1/models", headers=authorization())
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)["data"][0]
 
 

@@ -6,7 +6,7 @@ With no flags, the users ask the server's /v1/models what it serves and spread o
 model; `--backends` and `--model` choose instead. Every user sends POST /<backend>/v1/embeddings with
 `--batch-size` texts of a `--text-profile`, drawn from the repository's deterministic corpus with `--seed`, so two
 runs send the same requests. Every response is checked (status, one embedding per input, the expected dimension);
-anything else is a Locust failure with its reason.
+anything else is a Locust failure with its reason. A server run with API keys gets `--api-key` (EMBEDSERVE_API_KEY).
 
 Locust's users are closed loop (each waits for its answer before it sends again). Open-loop arrivals at a fixed
 rate are `embedserve sweep --rates` (loadtest/open_cell.py).
@@ -26,6 +26,7 @@ import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.runners import WorkerRunner
 
+from loadtest.api_key import API_KEY_ENV, authorization
 from loadtest.checks import FAILED, PASSED, SHED_MARK, embeddings_failure
 from loadtest.corpus import PROFILES, texts, window
 from loadtest.discovery import Served, parse_models
@@ -82,6 +83,14 @@ def add_arguments(parser) -> None:
         help="seconds after start whose statistics are discarded",
     )
     parser.add_argument(
+        "--api-key",
+        default="",
+        env_var=API_KEY_ENV,
+        is_secret=True,
+        include_in_web_ui=True,
+        help="the server's API key, sent as `Authorization: Bearer` (env EMBEDSERVE_API_KEY: with a list, the first)",
+    )
+    parser.add_argument(
         "--latency-file",
         default="",
         help="write every measured request's latency (ms) and outcome (1 passed, 0 failed, s shed), one per line, "
@@ -136,6 +145,7 @@ class EmbeddingUser(FastHttpUser):
     def on_start(self) -> None:
         options = self.environment.parsed_options
         number = next(self._numbers)
+        self.authorization = authorization(options.api_key)
         backends = [name.strip() for name in options.backends.split(",") if name.strip()]
         served = self.served()
         if not backends:
@@ -160,7 +170,9 @@ class EmbeddingUser(FastHttpUser):
     def served(self) -> Served | None:
         """The server's /v1/models, asked once per process (a failure of its own when it cannot be read)."""
         if not self._served:
-            with self.client.get("/v1/models", name="/v1/models", catch_response=True) as response:
+            with self.client.get(
+                "/v1/models", name="/v1/models", headers=self.authorization, catch_response=True
+            ) as response:
                 try:
                     self._served[:] = [parse_models(response.json())]
                 except ValueError as error:
@@ -177,7 +189,7 @@ class EmbeddingUser(FastHttpUser):
             self.path,
             data=json.dumps({**self.body, "input": batch}),
             name=self.path,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self.authorization},
             catch_response=True,
         ) as response:
             try:

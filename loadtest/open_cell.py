@@ -15,6 +15,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from loadtest.api_key import authorization
 from loadtest.arrivals import arrival_times
 from loadtest.cells import Cell, CellResult
 from loadtest.checks import embeddings_failure
@@ -71,7 +72,12 @@ def generate(job: GeneratorJob, results) -> None:
 
     results.send("started")
     outcome = open_loop(
-        job.server_url, job.schedule, job.span, lambda index: (job.path, job.bodies[index % len(job.bodies)]), check
+        job.server_url,
+        job.schedule,
+        job.span,
+        lambda index: (job.path, job.bodies[index % len(job.bodies)]),
+        check,
+        headers=authorization(),
     )
     results.send(outcome)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.api_key import authorization
+
 
 @dataclass(frozen=True)
 class MetricsSnapshot:
@@ -14,7 +16,9 @@ class MetricsSnapshot:
 
     @classmethod
     def scrape(cls, server_url: str, timeout: float = 10) -> MetricsSnapshot:
-        with urllib.request.urlopen(f"{server_url}/metrics", timeout=timeout) as response:
+        # The key too: a server run with --metrics-need-key wants it here.
+        request = urllib.request.Request(f"{server_url}/metrics", headers=authorization())
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read().decode()
         return cls(
             {

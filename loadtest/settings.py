@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import CliImplicitFlag, CliPositionalArg
 
 from loadtest.arrivals import Arrival
@@ -41,7 +41,17 @@ class BenchSettings(EngineSettings):
     )
 
 
-class SweepSettings(SettingsBase):
+class ServerClientSettings(SettingsBase):
+    """What a tool that loads a running server needs besides its URL."""
+
+    api_key: CommaList[SecretStr] = Field(
+        [],
+        description="the server's API key, sent as `Authorization: Bearer` (env EMBEDSERVE_API_KEY, the server's own "
+        "variable: with a comma-separated list, the first key); a server the tool starts requires it too",
+    )
+
+
+class SweepSettings(ServerClientSettings):
     """`embedserve sweep`: backend x profile x batch size x load, one cell at a time. The load is closed loop
     (--concurrency: Locust users, each waiting for its answer) or open loop (--rates: arrivals per second, sent when
     due whatever the server does; both when both are given)."""
@@ -91,7 +101,7 @@ class ReportSettings(SettingsBase):
     regression_pct: float = Field(10.0, gt=0, description="a cell worse than the baseline by this much is marked")
 
 
-class SoakSettings(SettingsBase):
+class SoakSettings(ServerClientSettings):
     """`embedserve soak`: steady open-loop load of mixed request sizes and lengths with a share of bad requests,
     every answer checked against reference vectors of its own inputs, and the server's memory followed."""
 

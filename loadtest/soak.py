@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.api_key import authorization
 from loadtest.arrivals import arrival_times
 from loadtest.checks import embeddings_failure, shed
 from loadtest.corpus import texts
@@ -307,6 +308,7 @@ def soak(settings: SoakSettings, target: Target) -> SoakReport:
             settings.duration,
             lambda index: (f"/{planned[index].backend}/v1/embeddings", planned[index].body),
             AnswerCheck(planned, target.references, settings.min_cosine),
+            headers=authorization(),
         )
     finally:
         stop.set()

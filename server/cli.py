@@ -50,15 +50,19 @@ class BenchCommand(BenchSettings):
 
 class SweepCommand(SweepSettings):
     def cli_cmd(self) -> None:
+        from loadtest.api_key import use_api_key
         from loadtest.sweep import run_sweep
 
+        use_api_key(self.api_key)
         run_sweep(self)
 
 
 class SoakCommand(SoakSettings):
     def cli_cmd(self) -> None:
+        from loadtest.api_key import use_api_key
         from loadtest.soak import run_overload, run_soak
 
+        use_api_key(self.api_key)
         if self.overload:
             phases, _ = run_overload(self)
             failed = any(report.failed for _, report in phases)

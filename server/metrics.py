@@ -91,7 +91,14 @@ class ServerMetrics:
         # Inference workers: where the time goes and what the batcher formed.
         self.queue_wait = Histogram(
             "embedserve_queue_wait_seconds",
-            "Time a request waited between arrival and the start of its dynamic batch's inference",
+            "Time a request waited between arrival and the start of its dynamic batch's inference (its checks and "
+            "tokenization included)",
+            served,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.tokenization_duration = Histogram(
+            "embedserve_tokenization_duration_seconds",
+            "Time to check and tokenize one request in its worker (part of its queue wait)",
             served,
             buckets=LATENCY_BUCKETS,
         )

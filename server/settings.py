@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -160,10 +160,33 @@ class ServeSettings(EngineSettings):
     metrics_dir: Path | None = Field(
         None, description="where server processes keep Prometheus metric files (default: a fresh temporary directory)"
     )
+    api_key: CommaList[SecretStr] = Field(
+        [],
+        description="API keys, comma separated: clients then send `Authorization: Bearer <key>` (the OpenAI SDK's "
+        "api_key) to the embeddings and model routes, or get 401; /health and /ready stay open; better from the "
+        "environment (EMBEDSERVE_API_KEY) or --api-key-file than on a command line that `ps` shows",
+    )
+    api_key_file: Path | None = Field(
+        None, description="a file of API keys, one per line (a mounted Kubernetes Secret, a Docker secret)"
+    )
+    metrics_need_key: bool = Field(
+        False, description="with API keys: /metrics needs one too (Prometheus then sends it: `authorization:`)"
+    )
+    cors_origins: CommaList[str] = Field(
+        [], description="browser origins allowed to call the API (CORS), comma separated; `*` for any; off when empty"
+    )
 
     @property
     def default_backend_name(self) -> str:
         return self.default_backend or self.backends[0]
+
+    def api_keys(self) -> list[str]:
+        """Every accepted key: --api-key's, then the file's (blank lines and # comments skipped)."""
+        keys = [key.get_secret_value() for key in self.api_key]
+        if self.api_key_file is not None:
+            lines = self.api_key_file.read_text().splitlines()
+            keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return [key for key in keys if key]
 
 
 class ExportSettings(SettingsBase):

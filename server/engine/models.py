@@ -92,6 +92,12 @@ def find_entry(model: str, extra: Path | None = None) -> tuple[str, dict] | None
     return None
 
 
+def model_names(model: str, extra: Path | None = None) -> tuple[str, ...]:
+    """The names a request may give the model by (its spec's `names`), from the registry alone: no file is read."""
+    found = find_entry(model, extra)
+    return (found[0], *found[1].get("aliases", ())) if found else (model,)
+
+
 def resolve_model_dir(model: str) -> Path:
     """A local directory holding the model's files, for a Hugging Face ID or a path."""
     path = Path(model).expanduser()

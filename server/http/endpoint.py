@@ -22,7 +22,7 @@ from server.http.errors import OpenAIError, error_response, from_rejection
 from server.http.litserver import DrainingBatchLoop, Expired
 from server.http.overload import BackendLoad, retry_after
 from server.http.schemas import EmbeddingRequest, embeddings_response
-from server.http.status import BackendStatus
+from server.http.status import BackendStatus, ModelFacts
 from server.metrics import server_metrics, start_process_sampler
 from server.settings import ServeSettings
 
@@ -56,7 +56,19 @@ class Job:
     encoding_format: str
     received_at: float
     cost: float  # estimated tokens, as admission counted them
+    tokenization_seconds: float
     result: QueryResult | None = None
+    queue_seconds: float = 0.0
+    inference_seconds: float = 0.0
+
+    def timing_headers(self) -> dict[str, str]:
+        """TEI's per-response timings, in milliseconds: the same quantities as /metrics' queue wait and batch
+        inference histograms (a batch's inference time is every one of its requests')."""
+        return {
+            "x-queue-time": f"{self.queue_seconds * 1000:.3f}",
+            "x-tokenization-time": f"{self.tokenization_seconds * 1000:.3f}",
+            "x-inference-time": f"{self.inference_seconds * 1000:.3f}",
+        }
 
 
 class EmbeddingAPI(ls.LitAPI):
@@ -93,7 +105,13 @@ class EmbeddingAPI(ls.LitAPI):
         self.max_batch_cost = BATCH_COST_PASSES * self.embedder.settings.max_batch_tokens
         self.load.set_limits(self.embedder.spec.max_tokens, self.max_batch_cost)
         self.metrics.observe_loaded(self.embedder.backend, self.settings.model, self.embedder.load_seconds)
-        self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds, self.embedder.spec.dimensions)
+        facts = ModelFacts(
+            dimensions=self.embedder.spec.dimensions,
+            max_tokens=self.embedder.spec.max_tokens,
+            vocab_size=self.embedder.tokenizer.vocab_size,
+            sparse=self.embedder.sparse_head is not None,
+        )
+        self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds, facts)
 
     def _sample_worker(self) -> None:
         """Every second, beside the process's CPU and memory: the expected wait, and the accelerator's memory."""
@@ -141,11 +159,14 @@ class EmbeddingAPI(ls.LitAPI):
             )
         if self.embedder is None:
             return OpenAIError(503, f"backend `{self.backend}` is not available: {self.status.detail()}")
+        started = time.monotonic()
         try:
             query = prepare_query(self.embedder, request.to_query(), self.limits)
         except EmbeddingRejected as rejection:
             return from_rejection(rejection)
-        return Job(query, request.model, request.encoding_format, request.received_at, request.cost)
+        tokenization = time.monotonic() - started
+        self.metrics.tokenization_duration.labels(self.backend, self.settings.model).observe(tokenization)
+        return Job(query, request.model, request.encoding_format, request.received_at, request.cost, tokenization)
 
     def batch(self, inputs: list) -> list:
         return inputs
@@ -162,11 +183,13 @@ class EmbeddingAPI(ls.LitAPI):
             started = time.monotonic()
             self.load.start_batch(sum(job.cost for job in jobs), started)
             results, stats = embed_queries(self.embedder, [job.query for job in jobs])
+            ended = time.monotonic()
             for job, result in zip(jobs, results, strict=True):
                 job.result = result
-            ended = time.monotonic()
+                job.queue_seconds = started - job.received_at
+                job.inference_seconds = ended - started
             if stats.passes:
-                waits = [started - job.received_at for job in jobs]
+                waits = [job.queue_seconds for job in jobs]
                 self.metrics.observe_batch(self.backend, self.settings.model, waits, stats, ended - started)
             # The queue drains at the pace of the worker's whole cycle (tokenizing, inference, and the previous
             # batch's encoding), not of inference alone: from the end of the last batch, or from this batch's first
@@ -184,4 +207,4 @@ class EmbeddingAPI(ls.LitAPI):
     def encode_response(self, output: Job | OpenAIError) -> Response:
         if isinstance(output, OpenAIError):
             return error_response(output)
-        return embeddings_response(output.result, output.model, output.encoding_format)
+        return embeddings_response(output.result, output.model, output.encoding_format, output.timing_headers())

@@ -7,15 +7,20 @@ import tempfile
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from server.backends.base import BackendVariant
+from server.engine.models import model_names
 from server.http.admission import AdmissionMiddleware
+from server.http.auth import ApiKeyMiddleware, ApiKeys
 from server.http.endpoint import EmbeddingAPI, embeddings_path
 from server.http.errors import install_error_handlers
 from server.http.litserver import EmbeddingServer
 from server.http.metrics_route import RequestMetricsMiddleware, install_metrics_route
+from server.http.openapi import TIMING_HEADERS, install_openapi
 from server.http.overload import BackendLoad
+from server.http.request_id import REQUEST_ID_HEADER, RequestIdMiddleware
 from server.http.status import BackendStatus, install_status_routes
 from server.metrics import start_process_sampler, use_multiprocess_dir
 from server.settings import ServeSettings
@@ -39,12 +44,18 @@ def build_server(settings: ServeSettings) -> EmbeddingServer:
         info_path="/litserve/info",
     )
     app: FastAPI = server.app
+    _hide_litserve_routes(app)
     _route_default_backend(app, settings.default_backend_name)
-    install_status_routes(app, settings.model, statuses)
+    names = model_names(settings.model, settings.model_registry)
+    install_status_routes(app, settings.model, names, statuses)
     install_metrics_route(app)
     install_error_handlers(app)
     backend_by_path = {embeddings_path(name): name for name in backends}
     backend_by_path["/v1/embeddings"] = settings.default_backend_name
+    keys = ApiKeys(settings.api_keys())
+    install_openapi(app, statuses, names, set(backend_by_path), bool(keys), settings.metrics_need_key)
+    # Starlette runs the middleware added last first: CORS (a browser must read even a 401), the request ID, the
+    # metrics (which count what the rest turns away), the API key (before any body is read), then admission.
     app.add_middleware(
         AdmissionMiddleware,
         queue_limit=settings.max_queue,
@@ -52,11 +63,28 @@ def build_server(settings: ServeSettings) -> EmbeddingServer:
         backend_by_path=backend_by_path,
         model=settings.model,
     )
-    # Added last, so it runs first: it also counts what admission control turns away.
+    if keys:
+        app.add_middleware(ApiKeyMiddleware, keys=keys, metrics_need_key=settings.metrics_need_key)
     app.add_middleware(
         RequestMetricsMiddleware, backend_by_path=backend_by_path, model=settings.model, queue_limit=settings.max_queue
     )
+    app.add_middleware(RequestIdMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After", *TIMING_HEADERS],
+        )
     return server
+
+
+def _hide_litserve_routes(app: FastAPI) -> None:
+    """LitServe's own `/`, health and info routes answer plain text; /health and /ready are the server's probes."""
+    for route in app.routes:
+        if isinstance(route, APIRoute) and not route.path.endswith("/v1/embeddings"):
+            route.include_in_schema = False
 
 
 def _route_default_backend(app: FastAPI, default_backend: str) -> None:

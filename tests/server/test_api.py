@@ -53,6 +53,25 @@ def test_bad_requests_get_one_clear_400(payload, message):
     assert error.body()["error"]["type"] == "invalid_request_error"
 
 
+def test_whole_floats_are_the_integers_json_schema_says_they_are():
+    request = EmbeddingRequest(input=[[101.0, 2023], [7592.0]], model="m", dimensions=128.0)
+    assert request.inputs() == [[101, 2023], [7592]] and request.dimensions == 128
+    assert all(type(token) is int for ids in request.inputs() for token in ids)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("truncate", 0), ("truncate", "false"), ("user", 7), ("dimensions", "64"), ("dimensions", True)]
+)
+def test_no_type_is_coerced_that_the_schema_does_not_allow(field, value):
+    with pytest.raises(ValidationError):
+        EmbeddingRequest(input="a", model="m", **{field: value})
+
+
+def test_token_ids_of_one_input_are_not_counted_as_inputs():
+    """A flat id list is one input: its length is the model's limit to check, not the 2048 inputs of a request."""
+    assert len(EmbeddingRequest(input=[7] * (MAX_INPUTS + 5), model="m").inputs()) == 1
+
+
 def test_base64_is_little_endian_float32_as_the_openai_sdk_decodes_it():
     vectors = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
     body = orjson.loads(embeddings_response(QueryResult(vectors, 7), "m", "base64").body)
