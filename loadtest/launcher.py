@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -56,15 +57,25 @@ class ServerProcess:
         out = subprocess.run(["pgrep", "-g", str(self.process.pid)], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> bool:
+        """SIGTERM to the main process alone, as `docker stop` sends it; the server stops its own processes. True
+        when it exited with 0 and left none behind; whatever is left after `timeout` is killed (and it is False)."""
+        group = self.child_pids()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
-        except ProcessLookupError:
-            return
+            code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            code = None
+        deadline = time.monotonic() + 5  # the last workers may still be on their way out
+        while (left := [pid for pid in self.child_pids() if pid in group]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if left or code is None:
+            print(f"embedserve did not stop cleanly on SIGTERM; killing {left or 'it'}", file=sys.stderr, flush=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        return code == 0 and not left
 
 
 def start_server_for_load(backends: list[str], model: str, log_path: Path) -> ServerProcess:

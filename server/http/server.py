@@ -1,6 +1,7 @@
 """The LitServer: one EmbeddingAPI per backend (its own queue and worker), plus the routes and middlewares around
 them, and running it."""
 
+import os
 import shutil
 import signal
 import tempfile
@@ -97,8 +98,11 @@ def run_server(settings: ServeSettings) -> None:
     metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="embedserve-metrics-"))
     use_multiprocess_dir(metrics_dir)  # before any server process creates a metric
     start_process_sampler("main")
-    # `docker stop` and process managers send SIGTERM: shut down as on Ctrl-C, workers and all.
+    # `docker stop` and process managers send SIGTERM: shut down as on Ctrl-C, workers and all. In this process
+    # only: the HTTP processes LitServe forks get SIGTERM from it at shutdown, and uvicorn re-raises the signal once
+    # it has closed; with the inherited handler, that was a KeyboardInterrupt traceback in the log of every stop.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     server = build_server(settings)
     try:
         server.run(

@@ -68,8 +68,26 @@ def test_counts_from_every_process_add_up_to_the_requests_sent(exported, tmp_pat
             assert after.label_values("embedserve_process_resident_memory_bytes", "role") == roles
             assert after.label_values("embedserve_process_cpu_seconds", "role") == roles
             assert after.total("embedserve_process_cpu_seconds", role="worker") > 0
+        assert len(requests_answered_by_process(server)) == 2, "both front processes answered"
     finally:
         server.stop()
+
+
+def requests_answered_by_process(server) -> dict[str, float]:
+    """Requests counted in each process's own metric file (counter_<pid>.db), for the processes that counted any."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    pid = next(pid for pid in server.child_pids() if pid != server.process.pid)
+    environ = dict(
+        item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item
+    )
+    counted: dict[str, float] = {}
+    for path in Path(environ[b"PROMETHEUS_MULTIPROC_DIR"].decode()).glob("counter_*.db"):
+        values = MmapedDict.read_all_values_from_file(str(path))
+        total = sum(value for key, value, *_ in values if '"embedserve_requests_total"' in key)
+        if total:
+            counted[path.stem] = total
+    return counted
 
 
 class PrometheusProcess:

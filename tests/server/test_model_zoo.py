@@ -108,8 +108,9 @@ def test_bge_m3_sparse_lexical_weights_match_the_flagembedding_formula(zoo, zoo_
 
 
 def test_sparse_and_dense_requests_served_together(zoo, zoo_cache, tmp_path):
-    """encoding_format "sparse" through HTTP, sent at once with dense requests to one backend's queue, so that
-    dynamic batches mix them (one forward pass serves both)."""
+    """encoding_format "sparse" through HTTP, sent at once with dense requests (and one bad request) to one
+    backend's queue. The batch waits (up to 30 s) until it holds all seven, so that it mixes them whatever the
+    machine's speed: one forward pass serves both kinds, and the bad one is refused alone."""
     from concurrent.futures import ThreadPoolExecutor
 
     import requests
@@ -118,18 +119,25 @@ def test_sparse_and_dense_requests_served_together(zoo, zoo_cache, tmp_path):
     from tests.helpers import start_server
 
     path = zoo["xlm-roberta"]
-    server = start_server(zoo_cache, tmp_path, "--model", str(path), "--backends", "onnx", "--batch-timeout-ms", "50")
+    server = start_server(
+        zoo_cache,
+        tmp_path,
+        *("--model", str(path), "--backends", "onnx"),
+        *("--max-batch-requests", "7", "--batch-timeout-ms", "30000"),
+    )
     try:
 
-        def post(encoding_format: str) -> dict:
-            body = {"model": str(path), "input": TEXTS[:3], "encoding_format": encoding_format}
-            return requests.post(f"{server.url}/v1/embeddings", json=body, timeout=60).json()
+        def post(body: dict) -> requests.Response:
+            return requests.post(f"{server.url}/v1/embeddings", json={"model": str(path), **body}, timeout=60)
 
-        with ThreadPoolExecutor(6) as pool:
-            replies = list(pool.map(post, ["sparse", "float"] * 3))
+        bodies = [{"input": TEXTS[:3], "encoding_format": kind} for kind in ["sparse", "float"] * 3]
+        both = {"input": "x", "encoding_format": "sparse", "dimensions": 8}
+        with ThreadPoolExecutor(7) as pool:
+            *answers, refused = pool.map(post, [*bodies, both])
+        replies = [answer.json() for answer in answers]
         metrics = MetricsSnapshot.scrape(server.url)
-        batches = metrics.total("embedserve_batch_requests_count")
-        assert metrics.total("embedserve_batch_requests_bucket", le="1.0") < batches, "no batch merged requests"
+        assert metrics.total("embedserve_batch_requests_count") == 1, "the requests formed one batch"
+        assert metrics.total("embedserve_batch_requests_sum") == 6  # the six valid ones
     finally:
         server.stop()
     embedder = Embedder(EngineSettings(model=str(path), cache=zoo_cache), "onnx")
@@ -141,6 +149,34 @@ def test_sparse_and_dense_requests_served_together(zoo, zoo_cache, tmp_path):
             assert np.allclose(item["embedding"]["values"], [row[t] for t in sorted(row)], rtol=1e-4)
     for reply in replies[1::2]:
         assert np.allclose([item["embedding"] for item in reply["data"]], expected.dense, atol=1e-5)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "dimensions"
+    assert "does not apply to sparse" in refused.json()["error"]["message"]
+
+
+def test_input_type_over_http_picks_the_models_prompt(zoo, zoo_cache, references, tmp_path):
+    """The same prompts as sentence-transformers' prompt_name, through the API; the prompt counts in usage."""
+    import requests
+
+    from tests.helpers import start_server
+
+    path = zoo["modernbert"]
+    server = start_server(zoo_cache, tmp_path, "--model", str(path), "--backends", "onnx")
+    try:
+        replies = {
+            input_type: requests.post(
+                f"{server.url}/v1/embeddings",
+                json={"model": str(path), "input": TEXTS[:4], "input_type": input_type},
+                timeout=60,
+            ).json()
+            for input_type in (None, "query", "document")
+        }
+    finally:
+        server.stop()
+    for input_type, reply in replies.items():
+        vectors = np.array([item["embedding"] for item in reply["data"]])
+        reference = references["modernbert", input_type][:4]
+        assert (vectors * reference).sum(axis=1).min() >= 0.9999, input_type
+    assert replies["query"]["usage"]["prompt_tokens"] > replies[None]["usage"]["prompt_tokens"]
 
 
 # --- image-text models (CLIP, SigLIP) ----------------------------------------------------------------------------
@@ -199,6 +235,64 @@ def test_image_text_towers_match_transformers(image_text, zoo_cache, kind, backe
     single = np.stack([embedder.embed_texts([text])[0] for text in TEXTS[:8]])
     assert (texts * single).sum(axis=1).min() >= 0.9999, "batched and single results differ"
     assert (pictures @ pictures.T)[~np.eye(3, dtype=bool)].min() < 0.99, "distinct images, distinct embeddings"
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    """A local HTTP server on 127.0.0.1 with a picture, an image past the byte limit, and a missing path."""
+    import functools
+    import http.server
+    import threading
+
+    from server.engine.images import MAX_IMAGE_BYTES
+
+    (tmp_path / "picture.png").write_bytes(picture(2))
+    (tmp_path / "huge.png").write_bytes(picture(2) + b"\0" * MAX_IMAGE_BYTES)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def bomb() -> bytes:
+    """A PNG of 8000 x 8000 pixels (64 M, past the 50 M limit) that is a few kB on the wire."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_image_urls_and_the_image_limits(image_text, image_files, tmp_path):
+    import base64
+
+    import requests
+
+    from tests.helpers import start_server
+
+    path = image_text["models"]["clip"]
+    server = start_server(tmp_path, tmp_path, "--model", str(path), "--backends", "torch", "--allow-image-urls", "true")
+    post = lambda inputs: requests.post(  # noqa: E731
+        f"{server.url}/v1/embeddings", json={"model": str(path), "input": inputs}, timeout=60
+    )
+    try:
+        fetched = post([f"{image_files}/picture.png", "data:image/png;base64," + base64.b64encode(picture(2)).decode()])
+        answers = {
+            "huge": post([f"{image_files}/huge.png"]),
+            "missing": post(["a text", f"{image_files}/missing.png"]),
+            "bomb": post(["data:image/png;base64," + base64.b64encode(bomb()).decode()]),
+        }
+    finally:
+        server.stop()
+    by_url, by_data = (item["embedding"] for item in fetched.json()["data"])
+    assert np.allclose(by_url, by_data, atol=1e-6)
+    errors = {name: answer.json()["error"] for name, answer in answers.items()}
+    assert {answer.status_code for answer in answers.values()} == {400}
+    assert errors["huge"]["message"] == "input[0]: the image is larger than 20971520 bytes"
+    assert errors["missing"]["message"].startswith("input[1]: the image URL could not be fetched")
+    assert errors["bomb"]["message"] == "input[0]: the image has more than 50000000 pixels"
+    assert {error["code"] for error in errors.values()} == {"invalid_image"}
 
 
 def test_mixed_text_and_image_request_and_bad_images(image_text, tmp_path):

@@ -201,7 +201,7 @@ def test_64_concurrent_requests_each_get_their_own_embeddings(server, reference)
 
 def test_onnx_only_server_runs_without_torch_and_sheds_load(exported, tmp_path):
     """No process of an ONNX-only server maps libtorch; a full queue answers 503 + Retry-After at once (the hard
-    count bound; shedding by expected wait is off here, see test_overload.py)."""
+    count bound, per HTTP process, here two of them; shedding by expected wait is off, see test_overload.py)."""
     onnx_server = start_server(
         exported,
         tmp_path,
@@ -213,12 +213,14 @@ def test_onnx_only_server_runs_without_torch_and_sheds_load(exported, tmp_path):
         "1",
         "--max-queue-wait-ms",
         "0",
+        "--api-servers",
+        "2",
     )
     try:
-        for pid in onnx_server.child_pids():
-            maps = Path(f"/proc/{pid}/maps")
-            if maps.exists():
-                assert "libtorch" not in maps.read_text(), f"pid {pid} loaded torch"
+        maps = {pid: Path(f"/proc/{pid}/maps").read_text() for pid in onnx_server.child_pids()}
+        assert len(maps) >= 5, "main, manager, two HTTP processes and the worker, at least"
+        assert not [pid for pid, mapped in maps.items() if "libtorch" in mapped], "a process loaded torch"
+        assert any("onnxruntime" in mapped for mapped in maps.values()), "the check would see a loaded library"
         body = {"input": varied_texts(64, seed=3), "model": MODEL}
         with ThreadPoolExecutor(max_workers=16) as pool:
             responses = list(
@@ -235,3 +237,27 @@ def test_onnx_only_server_runs_without_torch_and_sheds_load(exported, tmp_path):
         assert rejected("embedserve_rejected_requests_total", reason="expected_wait") == 0
     finally:
         onnx_server.stop()
+
+
+def test_int8_variants_are_served_under_their_own_names(exported, tmp_path, reference):
+    """onnx-int8, openvino-int8 and openvino-int8-weights over HTTP: listed, close to the fp32 reference, and not the
+    fp32 artefact under another name."""
+    variants = ["onnx-int8", "openvino-int8", "openvino-int8-weights"]
+    int8_server = start_server(exported, tmp_path, "--backends", ",".join(variants))
+    texts = varied_texts(16, seed=11)
+    expected = reference(texts)
+    try:
+        listed = requests.get(f"{int8_server.url}/v1/models").json()["data"][0]["backends"]
+        assert list(listed) == variants and {state["state"] for state in listed.values()} == {"ready"}
+        for variant in variants:
+            vectors = np.array(
+                [
+                    item.embedding
+                    for item in client(int8_server, variant).embeddings.create(model=MODEL, input=texts).data
+                ]
+            )
+            cosines = (vectors * expected).sum(axis=1)
+            assert cosines.min() >= 0.95, (variant, cosines.min())
+            assert np.abs(vectors - expected).max() > 1e-4, f"{variant} answers exactly as fp32"
+    finally:
+        int8_server.stop()
