@@ -72,6 +72,38 @@ def test_family_matches_sentence_transformers(zoo, zoo_cache, references, family
     assert similarity[~np.eye(len(TEXTS), dtype=bool)].min() < 0.99
 
 
+# The special tokens each family's real tokenizer puts around a text, by their strings in its vocabulary.
+FRAMES = {
+    "bert": (["[CLS]"], ["[SEP]"]),
+    "gemma3": (["<bos>"], ["<eos>"]),
+    "qwen3": ([], ["<|endoftext|>"]),  # last-token pooling reads it: without it, the wrong token is pooled
+    "xlm-roberta": (["<s>"], ["</s>"]),
+    "modernbert": (["[CLS]"], ["[SEP]"]),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_family_tokenizes_as_transformers_with_its_own_special_tokens(zoo, family):
+    """Our tokenizer of the family's files against transformers' tokenizer class named in them: the same ids,
+    truncation, frame and pad id (the truth for the parity test above is sentence-transformers on the same files)."""
+    from transformers import AutoTokenizer
+
+    from server.engine.tokenization import TextTokenizer
+
+    ours = TextTokenizer(zoo[family], MAX_SEQ_LENGTH)
+    theirs = AutoTokenizer.from_pretrained(zoo[family])
+    ids = ours.encode_texts(TEXTS).ids
+    assert ids == theirs(TEXTS, truncation=True, max_length=MAX_SEQ_LENGTH)["input_ids"]
+    prefix, suffix = ([theirs.convert_tokens_to_ids(token) for token in tokens] for tokens in FRAMES[family])
+    for row in ids:
+        assert row[: len(prefix)] == prefix and row[len(row) - len(suffix) :] == suffix, row
+    assert ours.pad_id == theirs.pad_token_id and theirs.pad_token_id is not None
+    framed = ours.frame_token_ids([theirs("a text", add_special_tokens=False)["input_ids"]]).ids[0]
+    assert framed == theirs("a text")["input_ids"], "client token ids get the text's frame"
+    if family != "bert":  # its own vocabulary, not MiniLM's WordPiece
+        assert theirs.convert_tokens_to_ids("[unused0]") in (None, theirs.unk_token_id)
+
+
 def test_prompts_change_the_embedding(zoo, zoo_cache):
     embedder = Embedder(EngineSettings(model=str(zoo["modernbert"]), cache=zoo_cache), "torch")
     plain, query = embedder.embed_texts(TEXTS[:4]), embedder.embed_texts(TEXTS[:4], "query")

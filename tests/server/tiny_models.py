@@ -1,7 +1,13 @@
 """Tiny random-weight models of each architecture family, saved the way their real hub repositories are: the
-transformers weights and config, a real tokenizer (MiniLM's WordPiece), and sentence-transformers module files
+transformers weights and config, a tokenizer of the family's own type, and sentence-transformers module files
 (modules.json, 1_Pooling/, 2_Dense/..., sentence_bert_config.json, config_sentence_transformers.json) in the
-format those repositories carry."""
+format those repositories carry.
+
+Each tokenizer is trained here on the repository's corpus (a vocabulary of about a thousand), with the special
+tokens, post-processing and tokenizer_config.json of the real repository: BERT's WordPiece is MiniLM's own; Qwen3
+byte-level BPE that appends <|endoftext|> (last-token pooling reads it) and pads on the left with it; XLM-RoBERTa a
+SentencePiece Unigram framed as <s> ... </s>, <pad> = 1; Gemma a SentencePiece BPE with byte fallback framed as
+<bos> ... <eos>; ModernBERT a byte-level BPE framed as [CLS] ... [SEP], its special tokens after the vocabulary."""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "special_tokens_map.json", "tokenizer_config.json")
+from tests.server.tiny_tokenizers import MINILM_FILES, write_tokenizer
+
 HIDDEN = 64
 MAX_SEQ_LENGTH = 128  # below the configs' 512 positions: truncation is the sentence-transformers limit's doing
 IDENTITY = "torch.nn.modules.linear.Identity"
@@ -26,6 +33,7 @@ class Family:
     prompts: dict[str, str] = field(default_factory=dict)
     padding_side: str = "right"
     sparse_head: bool = False  # BGE-M3's sparse_linear.pt beside the weights
+    tokenizer: str = "wordpiece"  # a key of TOKENIZERS
 
 
 FAMILIES = {
@@ -43,6 +51,7 @@ FAMILIES = {
         },
         dense=((HIDDEN, 4 * HIDDEN), (4 * HIDDEN, HIDDEN)),
         prompts={"query": "task: search result | query: ", "document": "title: none | text: "},
+        tokenizer="gemma",
     ),
     "qwen3": Family(
         "Qwen/Qwen3-Embedding-0.6B",
@@ -53,13 +62,21 @@ FAMILIES = {
             "query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
         },
         padding_side="left",
+        tokenizer="qwen3",
     ),
-    "xlm-roberta": Family("BAAI/bge-m3", "XLMRobertaConfig", "cls", sparse_head=True),
+    "xlm-roberta": Family(
+        "BAAI/bge-m3",
+        "XLMRobertaConfig",
+        "cls",
+        sparse_head=True,
+        tokenizer="xlm-roberta",
+    ),
     "modernbert": Family(
         "lightonai/modernbert-embed-large",
         "ModernBertConfig",
         "mean",
         prompts={"query": "search_query: ", "document": "search_document: "},
+        tokenizer="modernbert",
     ),
 }
 
@@ -70,27 +87,22 @@ def build_tiny_model(family: Family, out: Path, tokenizer_dir: Path, seed: int =
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    special_ids = write_tokenizer(family.tokenizer, out, tokenizer_dir, family.padding_side)
     # initializer_range 0.2, not 0.02: with near-zero weights a tiny model's CLS vector barely depends on the text,
     # and parity checks on near-identical vectors would prove nothing.
     config = getattr(transformers, family.config_class)(
-        vocab_size=30522,
+        vocab_size=30522,  # at least every tokenizer's size
         hidden_size=HIDDEN,
         intermediate_size=2 * HIDDEN,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=512,
-        pad_token_id=0,
         initializer_range=0.2,
+        **special_ids,
         **family.extra_config,
     )
     transformers.AutoModel.from_config(config).save_pretrained(out)
-    for name in TOKENIZER_FILES:
-        shutil.copy(tokenizer_dir / name, out / name)
-    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
-    tokenizer_config["padding_side"] = family.padding_side
-    if family.config_class != "BertConfig":  # as their real tokenizers: no segment ids
-        tokenizer_config["model_input_names"] = ["input_ids", "attention_mask"]
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
 
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     pooling_dir = out / "1_Pooling"
@@ -175,6 +187,6 @@ def build_tiny_image_text_model(kind: str, out: Path, tokenizer_dir: Path, seed:
     )
     transformers.AutoModel.from_config(config).save_pretrained(out)
     getattr(transformers, processor_class)().save_pretrained(out)
-    for name in TOKENIZER_FILES:
+    for name in MINILM_FILES:
         shutil.copy(tokenizer_dir / name, out / name)
     return out
