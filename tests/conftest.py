@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,11 +41,47 @@ def plain_tokenizer(minilm_dir: Path):
     return tokenizer
 
 
+EXPORTER_SOURCES = ("server/engine/export.py", "server/engine/quantization.py", "server/engine/artefacts.py")
+EXPORTER_PACKAGES = (
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "optimum-intel",
+    "onnxruntime",
+    "openvino",
+    "nncf",
+)
+
+
+def exporter_fingerprint() -> str:
+    """The exporter's code and the versions it exports with: kept artefacts are reused only while both are the same."""
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    for source in EXPORTER_SOURCES:
+        digest.update((ROOT / source).read_bytes())
+    for package in EXPORTER_PACKAGES:
+        try:
+            digest.update(f"{package}=={metadata.version(package)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{package} absent".encode())
+    return digest.hexdigest()[:12]
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Exports are slow; EMBEDSERVE_TEST_CACHE keeps them between runs (make test points it under .cache/)."""
+    """Exports are slow; EMBEDSERVE_TEST_CACHE keeps them between runs (make test points it under .cache/), in a
+    folder per exporter fingerprint, so that a changed exporter never passes on artefacts of the old one."""
     configured = os.environ.get("EMBEDSERVE_TEST_CACHE")
-    path = Path(configured) if configured else tmp_path_factory.mktemp("embedserve-cache")
+    if not configured:
+        return tmp_path_factory.mktemp("embedserve-cache")
+    root = Path(configured)
+    path = root / f"exporter-{exporter_fingerprint()}"
+    if root.is_dir():
+        for stale in root.glob("exporter-*"):  # only folders of this scheme: the variable may name a shared cache
+            if stale != path:
+                shutil.rmtree(stale, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -89,3 +127,11 @@ def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     )
     yield running
     running.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line saying what was skipped and why (on this machine kind, only what needs a GPU may be)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if skipped:
+        reasons = sorted({str(report.longrepr[2]).removeprefix("Skipped: ") for report in skipped})
+        terminalreporter.write_line(f"skipped {len(skipped)}: " + "; ".join(reasons))

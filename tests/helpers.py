@@ -51,3 +51,33 @@ def run_schemathesis(url: str, *extra: str) -> str:
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     return result.stdout
+
+
+def require_tool(name: str, how: str) -> str:
+    """The tool's path. `make test` installs every tool on this machine kind, so a missing one fails the test with
+    how to get it; EMBEDSERVE_TESTS_SKIP_MISSING_TOOLS=1 (a laptop without apt) turns that into a skip."""
+    import os
+    import shutil
+
+    import pytest
+
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        message = f"{name} not found: {how}"
+        if os.environ.get("EMBEDSERVE_TESTS_SKIP_MISSING_TOOLS") == "1":
+            pytest.skip(message)
+        pytest.fail(message + " (or set EMBEDSERVE_TESTS_SKIP_MISSING_TOOLS=1 to skip what needs it)")
+    return found
+
+
+def settled_scrape(url: str, settled, timeout: float = 10.0):
+    """The server's metrics once `settled(snapshot)` holds, polled until a deadline (never a fixed sleep); the last
+    snapshot when it does not hold by then, for the test's assertions to say what was seen."""
+    from loadtest.server_metrics import MetricsSnapshot
+
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshot = MetricsSnapshot.scrape(url)
+        if settled(snapshot) or time.monotonic() > deadline:
+            return snapshot
+        time.sleep(0.05)

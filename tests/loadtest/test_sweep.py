@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 
 import pytest
 
@@ -80,15 +81,22 @@ def test_every_cell_is_written_with_positive_throughput_and_ordered_percentiles(
         assert (int(summary[1]), int(summary[2])) == (cell["requests"], cell["failures"])
 
 
-def test_report_writes_html_and_plots_and_compares_runs(sweep_dir):
-    report = write_report(ReportSettings(runs=[sweep_dir, sweep_dir]))
+def test_report_writes_html_and_plots_and_compares_runs(sweep_dir, tmp_path):
+    # A baseline that really differs: one cell twice as fast as this run's, one with half its p99.
+    baseline = tmp_path / "baseline"
+    shutil.copytree(sweep_dir, baseline)
+    document = json.loads((baseline / "results.json").read_text())
+    document["cells"][0]["inputs_per_s"] *= 2
+    document["cells"][1]["p99_ms"] /= 2
+    (baseline / "results.json").write_text(json.dumps(document))
+    report = write_report(ReportSettings(runs=[sweep_dir, baseline]))
     page = report.read_text()
     for plot in ("throughput_vs_batch", "latency_vs_concurrency", "saturation", "latency_vs_load", "memory"):
         png = sweep_dir / "plots" / f"{plot}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f'alt="{plot}"' in page
     assert "Ratios between backends" in page and "1.00x" in page  # torch over itself
-    assert "0 of 8 shared cells regressed" in page  # a run against itself
+    assert "2 of 8 shared cells regressed" in page
     assert "20 req/s" in page and "2 users" in page
 
 

@@ -62,3 +62,8 @@ def test_panels_filter_on_the_dashboard_variables():
         if title in GPU_PANELS and all("DCGM" in e or "embedserve_gpu_" in e for e in exprs):
             continue  # device-level series carry no backend/model label
         assert all("$instance" in e for e in exprs), title
+        # A series of one backend's work carries backend and model: a panel that ignores the variables shows them
+        # all. Exempt: processes every backend shares (the HTTP front, main, manager) and the GPU as a device.
+        shared = ('role="http"', 'role!="worker"', "embedserve_gpu_")
+        served = [e for e in exprs if "embedserve_" in e and not any(marker in e for marker in shared)]
+        assert all("$backend" in e and "$model" in e for e in served), title

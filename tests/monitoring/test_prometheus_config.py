@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.helpers import require_tool
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "prometheus"
-PROMTOOL = shutil.which("promtool")
-pytestmark = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not found: `make test` installs Debian's prometheus package (needs apt)"
-)
 
 
 def promtool(*args: str) -> str:
-    result = subprocess.run([PROMTOOL, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True)
+    path = require_tool("promtool", "`make test` installs Debian's prometheus package (needs apt)")
+    result = subprocess.run([path, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 

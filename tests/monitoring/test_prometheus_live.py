@@ -21,11 +21,11 @@ from loadtest.corpus import texts
 from loadtest.launcher import free_port
 from loadtest.server_metrics import MetricsSnapshot
 from monitoring.dashboards import DASHBOARD_DIR, GPU_PANELS, panel_queries
-from tests.helpers import MODEL, ROOT, start_server
+from tests.helpers import MODEL, ROOT, require_tool, settled_scrape, start_server
 
 pytestmark = pytest.mark.slow
 BACKENDS = ["torch", "onnx", "openvino"]
-PROMETHEUS = shutil.which("prometheus")
+PROMETHEUS_HOW = "`make test` installs Debian's prometheus package (needs apt)"
 HAS_GPU = (
     shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
 )
@@ -51,7 +51,9 @@ def test_counts_from_every_process_add_up_to_the_requests_sent(exported, tmp_pat
         assert embed(server.url, "onnx", {"model": "no-such-model", "input": "x"}) == 404
         assert embed(server.url, "onnx", {"model": MODEL, "input": []}) == 400
         for _ in range(3):  # each scrape may land on either front process
-            after = MetricsSnapshot.scrape(server.url)
+            after = settled_scrape(
+                server.url, lambda now: now.since(before, "embedserve_request_duration_seconds_count") >= 26
+            )
 
             def delta(name: str, after: MetricsSnapshot = after, **labels: str) -> float:
                 return after.since(before, name, **labels)
@@ -107,7 +109,7 @@ class PrometheusProcess:
         self.log = (workdir / "prometheus.log").open("w")
         self.process = subprocess.Popen(
             [
-                PROMETHEUS,
+                require_tool("prometheus", PROMETHEUS_HOW),
                 f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address={self.url.removeprefix('http://')}",
@@ -142,8 +144,7 @@ class PrometheusProcess:
 
 @pytest.fixture
 def prometheus(server, tmp_path) -> Iterator[PrometheusProcess]:
-    if PROMETHEUS is None:
-        pytest.skip("prometheus not found: `make test` installs Debian's prometheus package (needs apt)")
+    require_tool("prometheus", PROMETHEUS_HOW)
     running = PrometheusProcess(server.url.removeprefix("http://"), tmp_path).wait_ready()
     yield running
     running.stop()

@@ -22,8 +22,12 @@ def test_missing_artefact_without_export_names_the_command(tmp_path):
 
 @pytest.mark.slow
 def test_serve_exports_on_first_use(tmp_path, minilm_dir):
+    from sentence_transformers import SentenceTransformer
+
     from server.engine.embedder import Embedder
 
     embedder = Embedder(EngineSettings(cache=tmp_path), "openvino")
     assert (artefact_dir(tmp_path, embedder.settings.model, "openvino", "none") / "openvino_model.xml").is_file()
-    assert embedder.embed_texts(["hello"]).shape == (1, 384)
+    texts = ["hello", "an exported model embeds as the original does"]
+    expected = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, normalize_embeddings=True)
+    assert (embedder.embed_texts(texts) * expected).sum(axis=1).min() >= 0.9999

@@ -38,14 +38,23 @@ def test_preprocessing_matches_transformers(tmp_path, processor_class, size):
 
 
 def test_grayscale_and_alpha_images_become_rgb(tmp_path):
+    """Structured pixels, not a blank image (on which any channel mix-up would pass): as transformers converts them."""
     import transformers
 
-    transformers.CLIPImageProcessor().save_pretrained(tmp_path)
+    processor = transformers.CLIPImageProcessor()
+    processor.save_pretrained(tmp_path)
     processing = ImageProcessing.from_model_dir(tmp_path)
-    for mode in ("L", "RGBA"):
+    rng = np.random.default_rng(1)
+    for mode, channels in (("L", 1), ("RGBA", 4)):
+        pixels = rng.integers(0, 255, (48, 64, channels), dtype=np.uint8)
+        if mode == "RGBA":
+            pixels[..., 3] = np.where(pixels[..., 3] > 127, 255, 0)  # some pixels transparent
         buffer = io.BytesIO()
-        Image.new(mode, (64, 48)).save(buffer, format="PNG")
-        assert processing(buffer.getvalue()).shape == (3, 224, 224)
+        Image.fromarray(pixels.squeeze(), mode).save(buffer, format="PNG")
+        expected = processor(images=Image.open(buffer).convert("RGB"), return_tensors="np")["pixel_values"][0]
+        got = processing(buffer.getvalue())
+        assert got.shape == (3, 224, 224) and got.std() > 0.1, mode
+        assert np.abs(got - expected).max() < 1e-5, mode
 
 
 def test_data_uris_decode_and_bad_ones_say_why(tmp_path):
