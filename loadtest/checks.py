@@ -23,8 +23,15 @@ def shed(status: int, body: Any) -> bool:
     return status == 503 and isinstance(error, dict) and error.get("code") == "server_overloaded"
 
 
-def embeddings_failure(status: int, body: Any, inputs: int, dimensions: int | None, encoding_format: str) -> str | None:
-    """The reason a response is wrong, SHED, or None. Reasons are stable strings, so Locust groups them."""
+# A unit-length embedding's norm, within float32 rounding over a thousand dimensions.
+UNIT_NORM_TOLERANCE = 1e-3
+
+
+def embeddings_failure(
+    status: int, body: Any, inputs: int, dimensions: int | None, encoding_format: str, unit_norm: bool = False
+) -> str | None:
+    """The reason a response is wrong, SHED, or None. Reasons are stable strings, so Locust groups them.
+    `unit_norm`: the model normalises, so every embedding must be unit length."""
     if shed(status, body):
         return SHED
     if status != 200:
@@ -48,6 +55,8 @@ def embeddings_failure(status: int, body: Any, inputs: int, dimensions: int | No
             return "embedding has NaN or infinite values"
         if not values.any():
             return "embedding is all zeros"
+        if unit_norm and abs(float(np.linalg.norm(values)) - 1.0) > UNIT_NORM_TOLERANCE:
+            return "embedding is not unit length"
     return None
 
 

@@ -23,6 +23,10 @@ class Served:
     def dimensions(self, backend: str) -> int | None:
         return self.backends.get(backend, {}).get("dimensions")
 
+    def normalized(self, backend: str) -> bool:
+        """Whether the backend's embeddings are unit length (an older server does not say: no check)."""
+        return bool(self.backends.get(backend, {}).get("normalized"))
+
 
 def parse_models(document: dict) -> Served:
     """The first model of an OpenAI model list with embedserve's `backends` field."""

@@ -166,6 +166,7 @@ class EmbeddingUser(FastHttpUser):
         self.expected_dimensions = (
             options.expected_dimensions or options.dimensions or (served.dimensions(self.backend) if served else None)
         )
+        self.unit_norm = served.normalized(self.backend) if served else False
 
     def served(self) -> Served | None:
         """The server's /v1/models, asked once per process (a failure of its own when it cannot be read)."""
@@ -197,7 +198,12 @@ class EmbeddingUser(FastHttpUser):
             except ValueError:
                 body = None
             reason = embeddings_failure(
-                response.status_code, body, size, self.expected_dimensions, self.body["encoding_format"]
+                response.status_code,
+                body,
+                size,
+                self.expected_dimensions,
+                self.body["encoding_format"],
+                self.unit_norm,
             )
             if reason == SHED:
                 response.request_meta["name"] = self.path + SHED_SUFFIX

@@ -20,6 +20,7 @@ from loadtest.arrivals import arrival_times
 from loadtest.cells import Cell, CellResult
 from loadtest.checks import embeddings_failure
 from loadtest.corpus import texts, window
+from loadtest.discovery import Served
 from loadtest.echo_server import echo_server_process
 from loadtest.http_load import OpenLoopResult, open_loop
 from loadtest.latency import LatencySummary
@@ -38,6 +39,7 @@ class GeneratorJob:
     bodies: list[bytes]
     inputs: int
     dimensions: int | None
+    unit_norm: bool
     encoding_format: str
     schedule: list[float]
     span: float
@@ -68,7 +70,7 @@ def generate(job: GeneratorJob, results) -> None:
             answer = json.loads(body)
         except ValueError:
             return f"HTTP {status}, not JSON"
-        return embeddings_failure(status, answer, job.inputs, job.dimensions, job.encoding_format)
+        return embeddings_failure(status, answer, job.inputs, job.dimensions, job.encoding_format, job.unit_norm)
 
     results.send("started")
     outcome = open_loop(
@@ -83,7 +85,7 @@ def generate(job: GeneratorJob, results) -> None:
 
 
 class OpenLoopCell:
-    def __init__(self, settings: SweepSettings, server_url: str, cell: Cell, dimensions: int | None):
+    def __init__(self, settings: SweepSettings, server_url: str, cell: Cell, served: Served | None):
         self.settings, self.cell = settings, cell
         self.span = settings.warmup + settings.duration
         self.job = GeneratorJob(
@@ -98,7 +100,8 @@ class OpenLoopCell:
                 settings.dimensions,
             ),
             cell.batch_size,
-            settings.dimensions or dimensions,
+            settings.dimensions or (served.dimensions(cell.backend) if served else None),
+            served.normalized(cell.backend) if served else False,
             settings.encoding_format,
             arrival_times(cell.rate, self.span, settings.arrival, settings.seed),
             self.span,

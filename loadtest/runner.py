@@ -14,6 +14,7 @@ from typing import Protocol
 import psutil
 
 from loadtest.cells import Cell, CellResult
+from loadtest.discovery import Served
 from loadtest.locust_cell import LocustCell
 from loadtest.open_cell import OpenLoopCell
 from loadtest.progress import Progress
@@ -52,14 +53,14 @@ class CellRunner:
         server_url: str,
         run_dir: Path,
         total_cells: int,
-        dimensions: dict[str, int] | None = None,
+        served: Served | None = None,
     ):
         self.settings = settings
         self.server_url = server_url
         self.locust_dir = run_dir / "locust"
         self.locust_dir.mkdir(parents=True, exist_ok=True)
         self.total_cells = total_cells
-        self.dimensions = dimensions or {}
+        self.served = served  # what the server said it serves: the answers' expected dimensions and norm
         self.done = 0
         self.started = time.monotonic()
         self.progress = Progress()
@@ -67,7 +68,7 @@ class CellRunner:
     def run(self, cell: Cell) -> CellResult:
         job: LoadJob
         if cell.open_loop:
-            job = OpenLoopCell(self.settings, self.server_url, cell, self.dimensions.get(cell.backend))
+            job = OpenLoopCell(self.settings, self.server_url, cell, self.served)
         else:
             job = LocustCell(self.settings, self.server_url, cell, self.locust_dir)
         watch = CellWatch(self.server_url, cell.backend, job.start())

@@ -124,12 +124,11 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
             settings = settings.model_copy(update={"backends": served.ready_backends})
         if settings.host and "model" not in settings.model_fields_set:
             settings = settings.model_copy(update={"model": served.model})
-        dimensions = {backend: served.dimensions(backend) for backend in settings.backends}
         results: list[CellResult] = []
         saturation: list[Saturation] = []
         save = lambda: write_results(run_dir, environment, settings, results, saturation)  # noqa: E731
         if settings.find_max:
-            runner = CellRunner(settings, server_url, run_dir, search_cells(settings), dimensions)
+            runner = CellRunner(settings, server_url, run_dir, search_cells(settings), served)
 
             def on_result(result: CellResult) -> None:
                 results.append(result)
@@ -138,7 +137,7 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
             saturation = find_max(runner.run, settings, on_result)
         else:
             cells = grid(settings) if cells is None else cells
-            runner = CellRunner(settings, server_url, run_dir, len(cells), dimensions)
+            runner = CellRunner(settings, server_url, run_dir, len(cells), served)
             for cell in cells:
                 results.append(runner.run(cell))
                 save()

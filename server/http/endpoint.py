@@ -110,6 +110,7 @@ class EmbeddingAPI(ls.LitAPI):
             max_tokens=self.embedder.spec.max_tokens,
             vocab_size=self.embedder.tokenizer.vocab_size,
             sparse=self.embedder.sparse_head is not None,
+            normalized=self.embedder.spec.normalize,
         )
         self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds, facts)
 

@@ -34,6 +34,7 @@ class ModelFacts:
     max_tokens: int
     vocab_size: int
     sparse: bool
+    normalized: bool  # unit-length embeddings (also with `dimensions`, which re-normalises)
 
     @classmethod
     def of(cls, detail: dict) -> ModelFacts | None:

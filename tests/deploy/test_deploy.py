@@ -47,6 +47,10 @@ def compose() -> dict:
 @pytest.fixture(scope="module")
 def k8s() -> dict[str, list[dict]]:
     kubectl = tool("kubectl")
+    help_text = subprocess.run([kubectl, "kustomize", "--help"], capture_output=True, text=True).stdout
+    version = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True).stdout.strip()
+    # Kustomize components (deploy/k8s/components) need kubectl >= 1.21; Debian bookworm's kubernetes-client is 1.20.
+    assert "kustomize" in help_text and "v1.20" not in version, f"kubectl too old for kustomize components: {version}"
     return {
         name: [doc for doc in yaml.safe_load_all(run(kubectl, "kustomize", str(DEPLOY / "k8s" / name))) if doc]
         for name in KUSTOMIZATIONS

@@ -72,3 +72,15 @@ def test_an_embedding_of_non_numbers_is_not_float():
     response = body(1, 2)
     response["data"][0]["embedding"] = ["a", "b"]
     assert embeddings_failure(200, response, 1, 2, "float") == "embedding is not float"
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_a_normalising_models_embeddings_must_be_unit_length(encoding):
+    unit = np.full(8, 8**-0.5, dtype="<f4")
+    response = body(2, 8, encoding)
+    for item, vector in zip(response["data"], (unit, 2 * unit), strict=True):
+        item["embedding"] = base64.b64encode(vector.tobytes()).decode() if encoding == "base64" else vector.tolist()
+    assert embeddings_failure(200, response, 2, 8, encoding, unit_norm=True) == "embedding is not unit length"
+    assert embeddings_failure(200, response, 2, 8, encoding) is None  # a model that does not normalise
+    response["data"] = response["data"][:1]
+    assert embeddings_failure(200, response, 1, 8, encoding, unit_norm=True) is None
