@@ -1,6 +1,6 @@
 #!/bin/sh
 # The one install recipe of embedserve: `make` (.venv) and both Docker images run it, so they cannot diverge.
-#   deploy/install.sh VENV EXTRAS          e.g. deploy/install.sh .venv dev  |  /opt/embedserve all,loadtest
+#   deploy/install.sh VENV EXTRAS          e.g. deploy/install.sh .venv dev  |  /opt/embedserve all,rust,loadtest
 # TORCH_INDEX_URL, when set, is where torch comes from (the CPU image uses PyTorch's CPU index).
 set -eu
 venv=$1
@@ -18,6 +18,14 @@ fi
 # Every other package at the version in constraints.txt: reproducible, and no resolver backtracking.
 constraints=$(dirname "$0")/constraints.txt
 "$venv/bin/pip" install -c "$constraints" ${EDITABLE:+-e} ".[$extras]"
+# The candle backend (extra `rust`, part of dev): embed-anything's wheel pins onnxruntime==1.22.0 for its ONNX path,
+# which the candle backend does not use, so it is installed without its dependencies and the project's
+# onnxruntime stays (tests/server/test_candle.py checks both).
+case ",$extras," in
+    *,rust,*|*,dev,*)
+        "$venv/bin/pip" install --no-deps "embed-anything==0.7.1"
+        ;;
+esac
 # onnxruntime and onnxruntime-gpu install the same module: with the gpu extra, keep only the GPU build.
 case ",$extras," in
     *,gpu,*)

@@ -1,7 +1,9 @@
 """The Backend protocol and the registry that finds a backend by name.
 
 A backend knows one runtime and nothing else: it loads a model for a device and turns a padded TokenBatch into
-the model's last hidden states. Tokenization, pooling, normalisation and batching live above it, once.
+the model's last hidden states. Tokenization, pooling, normalisation and batching live above it, once. (A runtime
+that only takes text and gives finished embeddings is a PooledTextBackend: the engine feeds it text and skips its
+pooling.)
 Adding a backend is one new module plus one line in BACKENDS.
 """
 
@@ -38,6 +40,7 @@ BACKENDS: dict[str, str] = {
     "torch": "server.backends.torch:TorchBackend",
     "onnx": "server.backends.onnx:OnnxBackend",
     "openvino": "server.backends.openvino:OpenVinoBackend",
+    "candle": "server.backends.candle:CandleBackend",
 }
 
 
@@ -84,6 +87,17 @@ class ImageTextBackend(Backend, Protocol):
 
     def image_features(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed pixels [n, 3, H, W] -> [n, dims]"""
+        ...
+
+
+@runtime_checkable
+class PooledTextBackend(Backend, Protocol):
+    """A backend whose runtime takes text and gives the model's final embedding (its own tokenizer, pooling and
+    normalisation), not hidden states: Candle through embed-anything. The engine hands it the texts of its own
+    token ids (prompted and cut to the model's limit above it) and does not pool them again."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """[texts, dims], unit length"""
         ...
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.backends.base import Backend, ImageTextBackend, TokenBatch, create_backend
+from server.backends.base import Backend, ImageTextBackend, PooledTextBackend, TokenBatch, create_backend
 from server.engine.artefacts import backend_files
 from server.engine.batching import bucket_length, pad_batch, plan_batches
 from server.engine.images import ImageProcessing
@@ -78,6 +78,31 @@ def check_servable(spec: ModelSpec, settings: EngineSettings, backend: Backend) 
         )
 
 
+def check_pooled_text(spec: ModelSpec, tokenizer: TextTokenizer, backend: Backend) -> None:
+    """A runtime that pools by itself gives the right embedding only where its pooling is the model's and nothing
+    follows it, and it is handed text, which round-trips to the same token ids only for WordPiece (BERT) tokenizers:
+    other models are refused at load, with the reason, in /ready."""
+    if not isinstance(backend, PooledTextBackend):
+        return
+    reasons = [
+        reason
+        for reason, refused in [
+            (f"{spec.pooling} pooling (mean only)", spec.pooling != "mean"),
+            ("no normalisation", not spec.normalize),
+            ("Dense layers after pooling", bool(spec.dense_layers)),
+            ("a sparse head", spec.sparse_head is not None),
+            ("an image tower", spec.modality != "text"),
+            (f"a {tokenizer.model_type} tokenizer (WordPiece only)", tokenizer.model_type != "WordPiece"),
+        ]
+        if refused
+    ]
+    if reasons:
+        raise NotImplementedError(
+            f"the {backend.name} backend pools by itself and is verified on BERT-family models only; {spec.id} has "
+            + ", ".join(reasons)
+        )
+
+
 # Tokens per forward pass: on a CPU, passes past a few thousand tokens gain no speed and hold hundreds of MB of
 # attention activations (ONNX Runtime on MiniLM, long texts: 2048 was the fastest of 1024-16384); a GPU needs
 # large passes to fill it.
@@ -121,6 +146,7 @@ class Embedder:
             }
         )
         self.tokenizer = TextTokenizer(model_dir, self.spec.max_tokens)
+        check_pooled_text(self.spec, self.tokenizer, self.backend)
         self.projection = load_projection(model_dir, self.spec.dense_layers)
         self.sparse_head = SparseHead.load(model_dir, self.spec.sparse_head) if self.spec.sparse_head else None
         self.image_text = self.spec.modality == "text+image"
@@ -158,6 +184,8 @@ class Embedder:
                 # Trained on padded text with no mask (SigLIP): the pads are part of the input.
                 unmasked = TokenBatch(batch.input_ids, np.ones_like(batch.attention_mask)) if fixed_length else batch
                 vectors = self.backend.text_features(unmasked)
+            elif isinstance(self.backend, PooledTextBackend):
+                vectors = self.backend.embed(self.tokenizer.decode([id_lists[i] for i in indices]))
             else:
                 hidden = self.backend.forward(batch)
                 vectors = pool(hidden, batch.attention_mask, self.spec.pooling)

@@ -46,6 +46,8 @@ class TextTokenizer:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_tokens)
         self.vocab_size = self._tokenizer.get_vocab_size()
+        #: the tokenizer model's kind: WordPiece, BPE, Unigram, WordLevel
+        self.model_type = type(self._tokenizer.model).__name__
         self._prefix, self._suffix = self._special_token_frame()
         # [CLS], [SEP], [PAD], [UNK], <s>, </s>, ...: what lexical weights leave out.
         self.special_ids = frozenset(
@@ -75,6 +77,12 @@ class TextTokenizer:
             ids=[encoding.ids for encoding in encodings],
             overflowed=[bool(encoding.overflowing) for encoding in encodings],
         )
+
+    def decode(self, id_lists: list[list[int]]) -> list[str]:
+        """The texts of token ids, special tokens left out: what a runtime with its own tokenizer is given. Exact
+        for WordPiece (BERT), whose pre-tokenizer splits at spaces and punctuation anyway: the text of the ids
+        tokenizes back to the same ids (tests/server/test_candle.py checks it)."""
+        return self._tokenizer.decode_batch(id_lists, skip_special_tokens=True)
 
     def frame_token_ids(self, id_lists: list[list[int]]) -> Tokenized:
         """Client-given token ids get the same special tokens and truncation as text would."""

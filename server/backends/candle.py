@@ -1,0 +1,94 @@
+"""Candle (Hugging Face's Rust ML framework) through the embed-anything package: the model runs in Rust, with its
+own tokenizer, pooling and normalisation, and answers each text with its final embedding (a PooledTextBackend).
+
+embed-anything finds weights only through the Hugging Face hub cache. It is handed one built here from the files our
+own resolution found (links, not copies), and hub access is switched off, so it never reaches the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from server.backends.base import Quantization, TokenBatch
+from server.settings import EngineSettings
+
+PACKAGE = "embed-anything"
+try:
+    import embed_anything
+except ImportError as missing:  # reported in /ready; the other backends serve
+    raise ImportError(
+        f"the candle backend needs {PACKAGE}: `pip install --no-deps {PACKAGE}==0.7.1` (deploy/install.sh does)"
+    ) from missing
+HUB_REVISION = "embedserve"
+
+
+def hub_cache_layout(cache: Path, files: Path) -> tuple[Path, str]:
+    """A hub cache (`models--ORG--NAME/snapshots/REV/...` and `refs/main`) under `cache` whose snapshot links to
+    every file of the model folder `files`; returns the HF_HOME to use and the repository ID to ask for."""
+    digest = hashlib.sha256(str(files.resolve()).encode()).hexdigest()[:10]
+    repo_id = f"embedserve/{files.resolve().name}-{digest}"
+    home = cache / "hf-home"
+    repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / HUB_REVISION
+    for source in files.rglob("*"):
+        if source.is_file():
+            link = snapshot / source.relative_to(files)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(source.resolve())
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(HUB_REVISION)
+    return home, repo_id
+
+
+@contextlib.contextmanager
+def rust_errors(doing: str) -> Iterator[None]:
+    """A panic in the Rust code arrives as pyo3's PanicException, a BaseException that would end the worker: it
+    becomes a RuntimeError, which the server reports (a failed load in /ready, a failed batch as 500)."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as panic:
+        raise RuntimeError(f"embed-anything could not {doing}: {str(panic).splitlines()[0][:500]}") from panic
+
+
+class CandleBackend:
+    artefact = None  # the model's own folder
+    caches_per_shape = False
+    runtime = (PACKAGE, metadata.version(PACKAGE))
+
+    def __init__(self, quantize: Quantization = "none") -> None:
+        self.quantize = quantize
+        self.name = "candle"
+        self.device = "cpu"
+        self._model = None
+
+    def load(self, files: Path, settings: EngineSettings, device: str) -> None:
+        if device.startswith("cuda"):
+            raise NotImplementedError("the candle backend runs on CPU here (embed-anything's PyPI wheel has no CUDA)")
+        home, repo_id = hub_cache_layout(settings.cache, files)
+        # Read by the Rust hub client when the model loads: this worker process serves this one backend.
+        os.environ["HF_HOME"] = str(home)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        with rust_errors("load the model"):  # its `main` ref names the snapshot above
+            self._model = embed_anything.EmbeddingModel.from_pretrained_hf(model_id=repo_id)
+        self._config = embed_anything.TextEmbedConfig(batch_size=settings.max_batch_inputs)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        with rust_errors("embed"):
+            answers = embed_anything.embed_query(texts, embedder=self._model, config=self._config)
+        return np.asarray([answer.embedding for answer in answers], dtype=np.float32)
+
+    def forward(self, batch: TokenBatch) -> np.ndarray:
+        raise NotImplementedError("the candle backend embeds texts (PooledTextBackend.embed), not token batches")
+
+    def peak_device_memory_bytes(self) -> int | None:
+        return None

@@ -1,0 +1,114 @@
+"""The candle backend (Candle in Rust, through embed-anything): parity with sentence-transformers, long inputs cut
+as the model's limit cuts them, batched equal to single, the families it refuses and why, the install path, and
+serving beside the Python runtimes."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import numpy as np
+import pytest
+import requests
+from openai import OpenAI
+
+from loadtest.corpus import varied_texts
+from server.engine.embedder import Embedder
+from server.settings import EngineSettings
+from tests.helpers import MODEL, ROOT, start_server
+from tests.server.tiny_models import FAMILIES, build_tiny_model
+
+pytestmark = pytest.mark.slow
+TEXTS = varied_texts(128, seed=1)  # the parity texts: single words to 400-word passages
+
+
+@pytest.fixture(scope="module")
+def candle(tmp_path_factory) -> Embedder:
+    return Embedder(EngineSettings(cache=tmp_path_factory.mktemp("candle-cache")), "candle")
+
+
+@pytest.fixture(scope="module")
+def reference(minilm_dir):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_dir), device="cpu")
+
+
+def test_the_install_keeps_the_projects_onnxruntime():
+    """embed-anything is installed without its pinned onnxruntime==1.22.0 (deploy/install.sh): ours stays."""
+    assert metadata.version("embed-anything") == "0.7.1"
+    constraints = (ROOT / "deploy" / "constraints.txt").read_text().splitlines()
+    pinned = next(line.split("==")[1] for line in constraints if line.startswith("onnxruntime=="))
+    assert metadata.version("onnxruntime") == pinned != "1.22.0"
+
+
+def test_minilm_on_candle_matches_sentence_transformers(candle, reference):
+    assert candle.backend.runtime == ("embed-anything", "0.7.1")
+    vectors = candle.embed_texts(TEXTS)
+    expected = reference.encode(TEXTS, normalize_embeddings=True)
+    assert (vectors * expected).sum(axis=1).min() >= 0.9999
+    single = np.stack([candle.embed_texts([text])[0] for text in TEXTS[:24]])
+    assert (single * vectors[:24]).sum(axis=1).min() >= 0.9999, "batched and single results differ"
+    assert (vectors @ vectors.T)[~np.eye(len(TEXTS), dtype=bool)].min() < 0.99
+
+
+def test_long_inputs_are_cut_at_the_models_limit_as_sentence_transformers_cuts_them(candle, reference):
+    """MiniLM's limit is 256 tokens; Candle alone would read 512. What comes after the limit changes nothing."""
+    head = "vector search ranks documents by the distance between embeddings. " * 30  # past 256 tokens
+    texts = [head + "cats", head + "a completely different ending about the ocean and its tides"]
+    vectors = candle.embed_texts(texts)
+    assert np.allclose(vectors[0], vectors[1], atol=1e-6)
+    assert (vectors * reference.encode(texts, normalize_embeddings=True)).sum(axis=1).min() >= 0.9999
+
+
+def test_the_text_of_our_token_ids_tokenizes_back_to_them(candle):
+    """What the engine hands Candle is the text of its own (prompted, truncated) token ids."""
+    ids = candle.tokenize_texts(TEXTS).ids
+    assert candle.tokenizer.encode_texts(candle.tokenizer.decode(ids)).ids == ids
+
+
+def test_a_tiny_bert_runs_and_other_families_are_refused_with_the_reason(tmp_path, minilm_dir):
+    from sentence_transformers import SentenceTransformer
+
+    models = {family: build_tiny_model(FAMILIES[family], tmp_path / family, minilm_dir) for family in FAMILIES}
+    settings = lambda family: EngineSettings(model=str(models[family]), cache=tmp_path / "cache")  # noqa: E731
+    bert = Embedder(settings("bert"), "candle")
+    expected = SentenceTransformer(str(models["bert"]), device="cpu").encode(TEXTS[:32])
+    assert (bert.embed_texts(TEXTS[:32]) * expected).sum(axis=1).min() >= 0.9999
+    refusals = {
+        "gemma3": ["Dense layers", "a BPE tokenizer"],
+        "qwen3": ["last pooling", "a BPE tokenizer"],
+        "xlm-roberta": ["cls pooling", "a sparse head", "a Unigram tokenizer"],
+        "modernbert": ["a BPE tokenizer"],
+    }
+    for family, reasons in refusals.items():
+        with pytest.raises(NotImplementedError) as refused:
+            Embedder(settings(family), "candle")
+        assert all(reason in str(refused.value) for reason in reasons), (family, refused.value)
+
+
+def test_served_beside_the_python_runtimes(exported, tmp_path):
+    server = start_server(exported, tmp_path, "--backends", "onnx,candle")
+    try:
+        state = requests.get(f"{server.url}/ready").json()["backends"]["candle"]
+        assert state["state"] == "ready" and state["dimensions"] == 384 and state["normalized"] is True
+        by_backend = {
+            backend: np.array(
+                [
+                    item.embedding
+                    for item in OpenAI(base_url=f"{server.url}/{backend}/v1", api_key="unused", max_retries=0)
+                    .embeddings.create(model=MODEL, input=TEXTS[:16], dimensions=128)
+                    .data
+                ]
+            )
+            for backend in ("onnx", "candle")
+        }
+        assert by_backend["candle"].shape == (16, 128)  # dimensions and re-normalisation above the backend
+        assert (by_backend["candle"] * by_backend["onnx"]).sum(axis=1).min() >= 0.9999
+        ids = requests.post(
+            f"{server.url}/candle/v1/embeddings", json={"model": MODEL, "input": [[7592, 2088]]}
+        ).json()  # token ids: "hello world"
+        text = requests.post(f"{server.url}/candle/v1/embeddings", json={"model": MODEL, "input": "hello world"}).json()
+        assert np.allclose(ids["data"][0]["embedding"], text["data"][0]["embedding"], atol=1e-6)
+        assert ids["usage"]["prompt_tokens"] == text["usage"]["prompt_tokens"] == 4
+    finally:
+        server.stop()
