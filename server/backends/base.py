@@ -40,7 +40,7 @@ BACKENDS: dict[str, str] = {
     "torch": "server.backends.torch:TorchBackend",
     "onnx": "server.backends.onnx:OnnxBackend",
     "openvino": "server.backends.openvino:OpenVinoBackend",
-    "candle": "server.backends.candle:CandleBackend",
+    "candle": "server.backends.rust:CandleBackend",
 }
 
 

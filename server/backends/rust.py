@@ -1,8 +1,13 @@
-"""Candle (Hugging Face's Rust ML framework) through the embed-anything package: the model runs in Rust, with its
-own tokenizer, pooling and normalisation, and answers each text with its final embedding (a PooledTextBackend).
+"""Runtimes in Rust through the embed-anything package: Candle (Hugging Face's Rust ML framework) on the model's own
+weights. It runs the model with its own tokenizer, pooling and normalisation and answers each text with its final
+embedding (a PooledTextBackend).
 
-embed-anything finds weights only through the Hugging Face hub cache. It is handed one built here from the files our
-own resolution found (links, not copies), and hub access is switched off, so it never reaches the network.
+embed-anything finds files only through the Hugging Face hub cache. It is handed one built here from the files our
+own resolution produced (links, not copies), and hub access is switched off, so it never reaches the network.
+
+Its ONNX Runtime path (`EmbeddingModel.from_pretrained_onnx`, the `ort` crate) runs on the project's own ONNX Runtime
+library, but in 0.7.1 it cuts every input at 128 tokens whatever the model's limit (MiniLM's is 256), so it cannot
+give the model's embeddings of longer inputs and is not offered as a backend.
 """
 
 from __future__ import annotations
@@ -24,14 +29,14 @@ try:
     import embed_anything
 except ImportError as missing:  # reported in /ready; the other backends serve
     raise ImportError(
-        f"the candle backend needs {PACKAGE}: `pip install --no-deps {PACKAGE}==0.7.1` (deploy/install.sh does)"
+        f"this backend needs {PACKAGE}: `pip install --no-deps {PACKAGE}==0.7.1` (deploy/install.sh does)"
     ) from missing
 HUB_REVISION = "embedserve"
 
 
 def hub_cache_layout(cache: Path, files: Path) -> tuple[Path, str]:
     """A hub cache (`models--ORG--NAME/snapshots/REV/...` and `refs/main`) under `cache` whose snapshot links to
-    every file of the model folder `files`; returns the HF_HOME to use and the repository ID to ask for."""
+    every file of the folder `files`; returns the HF_HOME to use and the repository ID to ask for."""
     digest = hashlib.sha256(str(files.resolve()).encode()).hexdigest()[:10]
     repo_id = f"embedserve/{files.resolve().name}-{digest}"
     home = cache / "hf-home"
@@ -56,31 +61,36 @@ def rust_errors(doing: str) -> Iterator[None]:
         yield
     except (KeyboardInterrupt, SystemExit):
         raise
-    except BaseException as panic:
+    except BaseException as panic:  # pyo3 PanicException derives from BaseException
         raise RuntimeError(f"embed-anything could not {doing}: {str(panic).splitlines()[0][:500]}") from panic
 
 
-class CandleBackend:
-    artefact = None  # the model's own folder
+class EmbedAnythingBackend:
+    """An embed-anything runtime: the hub cache, the embedding call, and Rust panics turned into errors."""
+
+    name: str
+    artefact: str | None
     caches_per_shape = False
     runtime = (PACKAGE, metadata.version(PACKAGE))
 
     def __init__(self, quantize: Quantization = "none") -> None:
         self.quantize = quantize
-        self.name = "candle"
         self.device = "cpu"
         self._model = None
 
     def load(self, files: Path, settings: EngineSettings, device: str) -> None:
         if device.startswith("cuda"):
-            raise NotImplementedError("the candle backend runs on CPU here (embed-anything's PyPI wheel has no CUDA)")
+            raise NotImplementedError(f"the {self.name} backend runs on CPU here (embed-anything's wheel has no CUDA)")
         home, repo_id = hub_cache_layout(settings.cache, files)
         # Read by the Rust hub client when the model loads: this worker process serves this one backend.
         os.environ["HF_HOME"] = str(home)
         os.environ["HF_HUB_OFFLINE"] = "1"
         with rust_errors("load the model"):  # its `main` ref names the snapshot above
-            self._model = embed_anything.EmbeddingModel.from_pretrained_hf(model_id=repo_id)
+            self._model = self._load(repo_id)
         self._config = embed_anything.TextEmbedConfig(batch_size=settings.max_batch_inputs)
+
+    def _load(self, repo_id: str):
+        raise NotImplementedError
 
     def embed(self, texts: list[str]) -> np.ndarray:
         with rust_errors("embed"):
@@ -88,7 +98,15 @@ class CandleBackend:
         return np.asarray([answer.embedding for answer in answers], dtype=np.float32)
 
     def forward(self, batch: TokenBatch) -> np.ndarray:
-        raise NotImplementedError("the candle backend embeds texts (PooledTextBackend.embed), not token batches")
+        raise NotImplementedError(f"the {self.name} backend embeds texts (PooledTextBackend.embed), not token batches")
 
     def peak_device_memory_bytes(self) -> int | None:
         return None
+
+
+class CandleBackend(EmbedAnythingBackend):
+    name = "candle"
+    artefact = None  # the model's own folder (safetensors)
+
+    def _load(self, repo_id: str):
+        return embed_anything.EmbeddingModel.from_pretrained_hf(model_id=repo_id)

@@ -1,6 +1,6 @@
-"""The candle backend (Candle in Rust, through embed-anything): parity with sentence-transformers, long inputs cut
-as the model's limit cuts them, batched equal to single, the families it refuses and why, the install path, and
-serving beside the Python runtimes."""
+"""The Rust runtimes through embed-anything (candle: Candle on the weights): parity with sentence-transformers,
+long inputs cut as the model's limit cuts them, batched equal to single, the families they refuse and why, the
+install path, and serving beside the Python runtimes."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from tests.server.tiny_models import FAMILIES, build_tiny_model
 
 pytestmark = pytest.mark.slow
 TEXTS = varied_texts(128, seed=1)  # the parity texts: single words to 400-word passages
+RUST_BACKENDS = ["candle"]
 
 
-@pytest.fixture(scope="module")
-def candle(tmp_path_factory) -> Embedder:
-    return Embedder(EngineSettings(cache=tmp_path_factory.mktemp("candle-cache")), "candle")
+@pytest.fixture(scope="module", params=RUST_BACKENDS)
+def rust(request, exported) -> Embedder:
+    return Embedder(EngineSettings(cache=exported), request.param)
 
 
 @pytest.fixture(scope="module")
@@ -41,37 +42,38 @@ def test_the_install_keeps_the_projects_onnxruntime():
     assert metadata.version("onnxruntime") == pinned != "1.22.0"
 
 
-def test_minilm_on_candle_matches_sentence_transformers(candle, reference):
-    assert candle.backend.runtime == ("embed-anything", "0.7.1")
-    vectors = candle.embed_texts(TEXTS)
+def test_minilm_matches_sentence_transformers(rust, reference):
+    assert rust.backend.runtime == ("embed-anything", "0.7.1")
+    vectors = rust.embed_texts(TEXTS)
     expected = reference.encode(TEXTS, normalize_embeddings=True)
     assert (vectors * expected).sum(axis=1).min() >= 0.9999
-    single = np.stack([candle.embed_texts([text])[0] for text in TEXTS[:24]])
+    single = np.stack([rust.embed_texts([text])[0] for text in TEXTS[:24]])
     assert (single * vectors[:24]).sum(axis=1).min() >= 0.9999, "batched and single results differ"
     assert (vectors @ vectors.T)[~np.eye(len(TEXTS), dtype=bool)].min() < 0.99
 
 
-def test_long_inputs_are_cut_at_the_models_limit_as_sentence_transformers_cuts_them(candle, reference):
-    """MiniLM's limit is 256 tokens; Candle alone would read 512. What comes after the limit changes nothing."""
+def test_long_inputs_are_cut_at_the_models_limit_as_sentence_transformers_cuts_them(rust, reference):
+    """MiniLM's limit is 256 tokens; the runtimes alone would read 512. What comes after the limit changes nothing."""
     head = "vector search ranks documents by the distance between embeddings. " * 30  # past 256 tokens
     texts = [head + "cats", head + "a completely different ending about the ocean and its tides"]
-    vectors = candle.embed_texts(texts)
+    vectors = rust.embed_texts(texts)
     assert np.allclose(vectors[0], vectors[1], atol=1e-6)
     assert (vectors * reference.encode(texts, normalize_embeddings=True)).sum(axis=1).min() >= 0.9999
 
 
-def test_the_text_of_our_token_ids_tokenizes_back_to_them(candle):
-    """What the engine hands Candle is the text of its own (prompted, truncated) token ids."""
-    ids = candle.tokenize_texts(TEXTS).ids
-    assert candle.tokenizer.encode_texts(candle.tokenizer.decode(ids)).ids == ids
+def test_the_text_of_our_token_ids_tokenizes_back_to_them(rust):
+    """What the engine hands the runtime is the text of its own (prompted, truncated) token ids."""
+    ids = rust.tokenize_texts(TEXTS).ids
+    assert rust.tokenizer.encode_texts(rust.tokenizer.decode(ids)).ids == ids
 
 
-def test_a_tiny_bert_runs_and_other_families_are_refused_with_the_reason(tmp_path, minilm_dir):
+@pytest.mark.parametrize("backend", RUST_BACKENDS)
+def test_a_tiny_bert_runs_and_other_families_are_refused_with_the_reason(backend, tmp_path, minilm_dir):
     from sentence_transformers import SentenceTransformer
 
     models = {family: build_tiny_model(FAMILIES[family], tmp_path / family, minilm_dir) for family in FAMILIES}
     settings = lambda family: EngineSettings(model=str(models[family]), cache=tmp_path / "cache")  # noqa: E731
-    bert = Embedder(settings("bert"), "candle")
+    bert = Embedder(settings("bert"), backend)
     expected = SentenceTransformer(str(models["bert"]), device="cpu").encode(TEXTS[:32])
     assert (bert.embed_texts(TEXTS[:32]) * expected).sum(axis=1).min() >= 0.9999
     refusals = {
@@ -82,15 +84,17 @@ def test_a_tiny_bert_runs_and_other_families_are_refused_with_the_reason(tmp_pat
     }
     for family, reasons in refusals.items():
         with pytest.raises(NotImplementedError) as refused:
-            Embedder(settings(family), "candle")
+            Embedder(settings(family), backend)
         assert all(reason in str(refused.value) for reason in reasons), (family, refused.value)
 
 
 def test_served_beside_the_python_runtimes(exported, tmp_path):
-    server = start_server(exported, tmp_path, "--backends", "onnx,candle")
+    server = start_server(exported, tmp_path, "--backends", f"onnx,{','.join(RUST_BACKENDS)}")
     try:
-        state = requests.get(f"{server.url}/ready").json()["backends"]["candle"]
-        assert state["state"] == "ready" and state["dimensions"] == 384 and state["normalized"] is True
+        states = requests.get(f"{server.url}/ready").json()["backends"]
+        for backend in RUST_BACKENDS:
+            state = states[backend]
+            assert state["state"] == "ready" and state["dimensions"] == 384 and state["normalized"] is True
         by_backend = {
             backend: np.array(
                 [
@@ -100,15 +104,16 @@ def test_served_beside_the_python_runtimes(exported, tmp_path):
                     .data
                 ]
             )
-            for backend in ("onnx", "candle")
+            for backend in ("onnx", *RUST_BACKENDS)
         }
-        assert by_backend["candle"].shape == (16, 128)  # dimensions and re-normalisation above the backend
-        assert (by_backend["candle"] * by_backend["onnx"]).sum(axis=1).min() >= 0.9999
-        ids = requests.post(
-            f"{server.url}/candle/v1/embeddings", json={"model": MODEL, "input": [[7592, 2088]]}
-        ).json()  # token ids: "hello world"
-        text = requests.post(f"{server.url}/candle/v1/embeddings", json={"model": MODEL, "input": "hello world"}).json()
-        assert np.allclose(ids["data"][0]["embedding"], text["data"][0]["embedding"], atol=1e-6)
-        assert ids["usage"]["prompt_tokens"] == text["usage"]["prompt_tokens"] == 4
+        for backend in RUST_BACKENDS:
+            assert by_backend[backend].shape == (16, 128)  # dimensions and re-normalisation above the backend
+            assert (by_backend[backend] * by_backend["onnx"]).sum(axis=1).min() >= 0.9999
+        for backend in RUST_BACKENDS:
+            url = f"{server.url}/{backend}/v1/embeddings"
+            ids = requests.post(url, json={"model": MODEL, "input": [[7592, 2088]]}).json()  # "hello world"
+            text = requests.post(url, json={"model": MODEL, "input": "hello world"}).json()
+            assert np.allclose(ids["data"][0]["embedding"], text["data"][0]["embedding"], atol=1e-6)
+            assert ids["usage"]["prompt_tokens"] == text["usage"]["prompt_tokens"] == 4
     finally:
         server.stop()
