@@ -81,7 +81,7 @@ class TextTokenizer:
     def decode(self, id_lists: list[list[int]]) -> list[str]:
         """The texts of token ids, special tokens left out: what a runtime with its own tokenizer is given. Exact
         for WordPiece (BERT), whose pre-tokenizer splits at spaces and punctuation anyway: the text of the ids
-        tokenizes back to the same ids (tests/server/test_candle.py checks it)."""
+        tokenizes back to the same ids (tests/server/test_rust_backends.py checks it)."""
         return self._tokenizer.decode_batch(id_lists, skip_special_tokens=True)
 
     def frame_token_ids(self, id_lists: list[list[int]]) -> Tokenized:
