@@ -53,5 +53,7 @@ def _log_error(scope: Scope, status: int, request_id: str, body: bytes) -> None:
         what = f"{error.get('code') or error.get('type')}: {error.get('message')}"
     except (ValueError, KeyError, TypeError):
         what = body.decode(errors="replace")
-    level = logging.ERROR if status >= 500 else logging.INFO
+    # A shed (503) or timed-out (504) request is the overload control at work, not a fault: a warning, so that a
+    # storm of them does not read as one of errors.
+    level = logging.INFO if status < 500 else logging.WARNING if status in (503, 504) else logging.ERROR
     log.log(level, "%s %s -> %d request_id=%s %s", scope["method"], scope["path"], status, request_id, what)
