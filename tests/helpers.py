@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 import tempfile
@@ -81,3 +82,42 @@ def settled_scrape(url: str, settled, timeout: float = 10.0):
         if settled(snapshot) or time.monotonic() > deadline:
             return snapshot
         time.sleep(0.05)
+
+
+def run_locust(server, tmp_path, *extra: str, backend: str | None = "onnx") -> tuple[dict, list[dict]]:
+    """Plain `locust --headless` from the repository root (its locust.conf) for 3 s against `server`: the stats row
+    of `backend` (all rows by name when None), and the failures."""
+    prefix = tmp_path / "run"
+    chosen = ["--backends", backend] if backend else []
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "--headless",
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "3s",
+            "--host",
+            server.url,
+            "--csv",
+            str(prefix),
+            *chosen,
+            "--batch-size",
+            "4",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    with open(f"{prefix}_stats.csv") as handle:
+        rows = {r["Name"]: r for r in csv.DictReader(handle)}
+    with open(f"{prefix}_failures.csv") as handle:
+        failures = list(csv.DictReader(handle))
+    return (rows[f"/{backend}/v1/embeddings"] if backend else rows), failures

@@ -3,52 +3,14 @@ dimension is a Locust failure with its reason, never a silent success."""
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_locust
 
 pytestmark = pytest.mark.slow
-
-
-def run_locust(server, tmp_path, *extra: str, backend: str | None = "onnx") -> tuple[dict, list[dict]]:
-    prefix = tmp_path / "run"
-    chosen = ["--backends", backend] if backend else []
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "--headless",
-            "-u",
-            "2",
-            "-r",
-            "2",
-            "-t",
-            "3s",
-            "--host",
-            server.url,
-            "--csv",
-            str(prefix),
-            *chosen,
-            "--batch-size",
-            "4",
-            *extra,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    with open(f"{prefix}_stats.csv") as handle:
-        rows = {r["Name"]: r for r in csv.DictReader(handle)}
-    with open(f"{prefix}_failures.csv") as handle:
-        failures = list(csv.DictReader(handle))
-    return (rows[f"/{backend}/v1/embeddings"] if backend else rows), failures
 
 
 def test_plain_locust_uses_the_repository_config_and_every_request_passes(server, tmp_path):

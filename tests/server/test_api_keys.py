@@ -3,9 +3,6 @@ tools with it, probes open, keys never in the log; and schemathesis, which also 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import openai
 import pytest
 import requests
@@ -15,7 +12,7 @@ from loadtest.api_key import API_KEY_ENV
 from loadtest.discovery import discover
 from server.http.auth import ApiKeys
 from server.settings import ServeSettings
-from tests.helpers import MODEL, ROOT, run_schemathesis, start_server
+from tests.helpers import MODEL, run_locust, run_schemathesis, start_server
 
 FLAG_KEYS = ["sk-flag-one", "sk-flag-two"]
 FILE_KEY = "sk-from-a-mounted-secret"
@@ -165,33 +162,8 @@ def test_the_load_tools_send_the_key(keyed, tmp_path, monkeypatch):
     monkeypatch.setenv(API_KEY_ENV, f"{FLAG_KEYS[1]},{FLAG_KEYS[0]}")  # the server's list: the first is sent
     assert discover(keyed.url).ready_backends == ["onnx", "openvino"]
     monkeypatch.delenv(API_KEY_ENV)  # Locust's own flag, this time
-    prefix = tmp_path / "locust"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "--headless",
-            "-u",
-            "2",
-            "-t",
-            "3s",
-            "--host",
-            keyed.url,
-            "--csv",
-            str(prefix),
-            "--api-key",
-            FILE_KEY,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    stats = (prefix.parent / "locust_stats.csv").read_text()
-    aggregated = stats.strip().splitlines()[-1].split(",")
-    assert int(aggregated[2]) > 0 and int(aggregated[3]) == 0, stats  # requests, failures
+    rows, failures = run_locust(keyed, tmp_path, "--api-key", FILE_KEY, backend=None)
+    assert int(rows["Aggregated"]["Request Count"]) > 0 and failures == [], (rows["Aggregated"], failures)
 
 
 @pytest.mark.slow
