@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 from loadtest.launcher import ServerProcess
 from server.settings import DEFAULT_MODEL
@@ -57,11 +61,6 @@ def run_schemathesis(url: str, *extra: str) -> str:
 def require_tool(name: str, how: str) -> str:
     """The tool's path. `make test` installs every tool on this machine kind, so a missing one fails the test with
     how to get it; EMBEDSERVE_TESTS_SKIP_MISSING_TOOLS=1 (a laptop without apt) turns that into a skip."""
-    import os
-    import shutil
-
-    import pytest
-
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
         message = f"{name} not found: {how}"
@@ -121,3 +120,14 @@ def run_locust(server, tmp_path, *extra: str, backend: str | None = "onnx") -> t
     with open(f"{prefix}_failures.csv") as handle:
         failures = list(csv.DictReader(handle))
     return (rows[f"/{backend}/v1/embeddings"] if backend else rows), failures
+
+
+def metrics_dir_of(server: ServerProcess) -> Path:
+    """The directory where the server's processes keep their metric files: PROMETHEUS_MULTIPROC_DIR in the
+    environment of a process the main process started (they inherit it from there)."""
+    child = next(pid for pid in server.child_pids() if pid != server.process.pid)
+    for item in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+        name, _, value = item.partition(b"=")
+        if name == b"PROMETHEUS_MULTIPROC_DIR":
+            return Path(value.decode())
+    raise AssertionError(f"process {child} of the server has no PROMETHEUS_MULTIPROC_DIR")

@@ -8,9 +8,6 @@ model-independent one, and it is not cached.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -119,20 +116,15 @@ def _narrow_to_model(request: dict, model_names: tuple[str, ...], facts: ModelFa
     if not facts.sparse:
         encoding = request["encoding_format"]
         encoding["enum"] = [value for value in encoding["enum"] if value != "sparse"]
-    request["input"] = _bounded_token_ids(request["input"], lambda ids: {**ids, "maximum": facts.vocab_size - 1})
+    request["input"] = _with_token_id_maximum(request["input"], facts.vocab_size - 1)
 
 
-def _bounded_token_ids(schema: dict, bound: Callable[[dict], dict]) -> dict:
-    """The input schema with every token id's integer schema passed through `bound`."""
-    bounded = copy.deepcopy(schema)
-
-    def visit(node: object) -> object:
-        if isinstance(node, dict):
-            if node.get("type") == "integer":
-                return bound(node)
-            return {key: visit(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [visit(value) for value in node]
-        return node
-
-    return visit(bounded)  # type: ignore[return-value]
+def _with_token_id_maximum(node: object, maximum: int) -> object:
+    """A copy of the input schema in which every token id (its only integers) is at most `maximum`."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            return {**node, "maximum": maximum}
+        return {key: _with_token_id_maximum(value, maximum) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_with_token_id_maximum(value, maximum) for value in node]
+    return node

@@ -21,7 +21,7 @@ from loadtest.corpus import texts
 from loadtest.launcher import free_port
 from loadtest.server_metrics import MetricsSnapshot
 from monitoring.dashboards import DASHBOARD_DIR, GPU_PANELS, panel_queries
-from tests.helpers import MODEL, ROOT, require_tool, settled_scrape, start_server
+from tests.helpers import MODEL, ROOT, metrics_dir_of, require_tool, settled_scrape, start_server
 
 pytestmark = pytest.mark.slow
 BACKENDS = ["torch", "onnx", "openvino"]
@@ -79,12 +79,8 @@ def requests_answered_by_process(server) -> dict[str, float]:
     """Requests counted in each process's own metric file (counter_<pid>.db), for the processes that counted any."""
     from prometheus_client.mmap_dict import MmapedDict
 
-    pid = next(pid for pid in server.child_pids() if pid != server.process.pid)
-    environ = dict(
-        item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item
-    )
     counted: dict[str, float] = {}
-    for path in Path(environ[b"PROMETHEUS_MULTIPROC_DIR"].decode()).glob("counter_*.db"):
+    for path in metrics_dir_of(server).glob("counter_*.db"):
         values = MmapedDict.read_all_values_from_file(str(path))
         total = sum(value for key, value, *_ in values if '"embedserve_requests_total"' in key)
         if total:

@@ -14,7 +14,7 @@ import requests
 
 from loadtest.corpus import texts
 from loadtest.launcher import ServerProcess
-from tests.helpers import MODEL, start_server
+from tests.helpers import MODEL, metrics_dir_of, start_server
 
 pytestmark = pytest.mark.slow
 ARTEFACTS = MODEL.replace("/", "--")  # the cache's folder for the model
@@ -119,12 +119,6 @@ def test_a_request_that_waits_past_the_request_timeout_gets_504(exported, tmp_pa
         server.stop()
 
 
-def _multiprocess_dir(pid: int) -> Path:
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    value = next(item for item in environ if item.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
-    return Path(value.partition(b"=")[2].decode())
-
-
 def test_sigterm_to_the_main_process_alone_exits_cleanly(exported, tmp_path):
     """What `docker stop` and Kubernetes do: SIGTERM to PID 1 only. Exit code 0, no worker left behind, the
     metrics directory gone."""
@@ -132,7 +126,7 @@ def test_sigterm_to_the_main_process_alone_exits_cleanly(exported, tmp_path):
     children = [pid for pid in server.child_pids() if pid != server.process.pid]
     # main, the manager, 2 HTTP servers, 2 inference workers (at least: LitServe may add helpers)
     assert len(children) >= 5, children
-    metrics_dir = _multiprocess_dir(children[0])
+    metrics_dir = metrics_dir_of(server)
     assert metrics_dir.is_dir()
     os.kill(server.process.pid, signal.SIGTERM)
     assert server.process.wait(timeout=60) == 0, server.log_tail()
