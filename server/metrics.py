@@ -218,8 +218,12 @@ def start_process_sampler(
     """Samples this process's CPU and memory (and `also`) every second in the background, so that a worker busy in a
     long forward pass still reports them."""
 
+    # Here, not in the thread: the first server_metrics() imports prometheus_client, and an import racing one in the
+    # process's main thread (LitServe's manager runs this as its initializer) can meet the module half-initialised
+    # ("cannot import name 'Counter'"), which ended the manager's sampler at random.
+    metrics = server_metrics()
+
     def loop() -> None:
-        metrics = server_metrics()
         while True:
             try:
                 metrics.sample_process(role, backend, model)
