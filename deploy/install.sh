@@ -18,9 +18,9 @@ fi
 # Every other package at the version in constraints.txt: reproducible, and no resolver backtracking.
 constraints=$(dirname "$0")/constraints.txt
 "$venv/bin/pip" install -c "$constraints" ${EDITABLE:+-e} ".[$extras]"
-# The candle backend (extra `rust`, part of dev): embed-anything's wheel pins onnxruntime==1.22.0 for its ONNX path,
-# which the candle backend does not use, so it is installed without its dependencies and the project's
-# onnxruntime stays (tests/server/test_candle.py checks both).
+# The candle and ort backends (extra `rust`, part of dev): embed-anything's wheel pins onnxruntime==1.22.0, which its
+# Rust code does not need (its ONNX path loads the libonnxruntime of whatever onnxruntime is installed), so it is
+# installed without its dependencies and the project's onnxruntime stays (tests/server/test_rust_backends.py).
 case ",$extras," in
     *,rust,*|*,dev,*)
         "$venv/bin/pip" install --no-deps "embed-anything==0.7.1"

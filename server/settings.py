@@ -121,7 +121,7 @@ class ServeSettings(EngineSettings):
 
     backends: CommaList[str] = Field(
         ["torch", "onnx", "openvino"],
-        description="backends to serve, comma separated: torch, onnx, openvino, candle; variants: onnx-int8, "
+        description="backends to serve, comma separated: torch, onnx, openvino, candle, ort (Rust); variants: onnx-int8, "
         "openvino-int8, openvino-int8-weights",
     )
     default_backend: str | None = Field(None, description="backend behind POST /v1/embeddings (default: first)")

@@ -41,6 +41,7 @@ BACKENDS: dict[str, str] = {
     "onnx": "server.backends.onnx:OnnxBackend",
     "openvino": "server.backends.openvino:OpenVinoBackend",
     "candle": "server.backends.rust:CandleBackend",
+    "ort": "server.backends.rust:OrtBackend",
 }
 
 
@@ -93,8 +94,8 @@ class ImageTextBackend(Backend, Protocol):
 @runtime_checkable
 class PooledTextBackend(Backend, Protocol):
     """A backend whose runtime takes text and gives the model's final embedding (its own tokenizer, pooling and
-    normalisation), not hidden states: Candle through embed-anything. The engine hands it the texts of its own
-    token ids (prompted and cut to the model's limit above it) and does not pool them again."""
+    normalisation), not hidden states: Candle and ONNX Runtime from Rust, through embed-anything. The engine hands
+    it the texts of its own token ids (prompted and cut to the model's limit above it) and does not pool them again."""
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """[texts, dims], unit length"""

@@ -19,7 +19,7 @@ from tests.server.tiny_models import FAMILIES, build_tiny_model
 
 pytestmark = pytest.mark.slow
 TEXTS = varied_texts(128, seed=1)  # the parity texts: single words to 400-word passages
-RUST_BACKENDS = ["candle"]
+RUST_BACKENDS = ["candle", "ort"]
 
 
 @pytest.fixture(scope="module", params=RUST_BACKENDS)
