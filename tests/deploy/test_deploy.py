@@ -17,7 +17,8 @@ from server.settings import ServeSettings
 from tests.helpers import ROOT, require_tool
 
 DEPLOY = ROOT / "deploy"
-DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.cuda"]
+DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.cuda", DEPLOY / "test" / "prometheus.Dockerfile"]
+IMAGES = DOCKERFILES[:2]
 COMPOSE_SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 KUSTOMIZATIONS = ["overlays/cpu", "overlays/gpu", "overlays/cpu-inflight-hpa", "loadtest"]
 PORT = ServeSettings().port
@@ -67,7 +68,7 @@ def test_dockerfile_passes_hadolint(dockerfile):
     run(tool("hadolint"), str(dockerfile))
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("dockerfile", IMAGES, ids=lambda p: p.name)
 def test_image_installs_like_the_makefile_and_serves_the_real_port_and_health_route(dockerfile, routes):
     text = dockerfile.read_text()
     assert "deploy/install.sh" in text and "deploy/install.sh" in (ROOT / "Makefile").read_text()
@@ -101,14 +102,18 @@ def test_everything_compose_mounts_or_builds_exists(compose):
                 assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
             else:
                 assert source in compose["volumes"], f"{name} uses undeclared volume {source}"
-        for env_file in service.get("env_file", []):
-            path = ROOT / env_file["path"]
-            assert path.exists() or Path(f"{path}.example").exists(), f"{name}: neither {path} nor its example"
+        assert "env_file" not in service, "docker-compose 1.29 cannot read an optional env_file: use ${VAR:-} and .env"
+    interpolated = set(re.findall(r"\$\{(\w+)", (ROOT / "compose.yaml").read_text()))
+    documented = set(re.findall(r"^(\w+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert interpolated == documented, ".env.example documents every variable compose.yaml reads"
 
 
 def test_compose_ports_probes_and_profiles_agree_with_the_server(compose, routes):
     services = compose["services"]
-    assert services["embedserve"]["ports"] == [f"{PORT}:{PORT}"], "plain `locust` (locust.conf) targets this port"
+    loopback = "${PUBLISH_ADDRESS:-127.0.0.1}"
+    assert services["embedserve"]["ports"] == [f"{loopback}:{PORT}:{PORT}"], "plain `locust` (locust.conf) targets it"
+    for name, service in services.items():
+        assert all(port.startswith(f"{loopback}:") for port in service.get("ports", [])), f"{name}: loopback only"
     assert f"host = http://127.0.0.1:{PORT}" in (ROOT / "locust.conf").read_text()
     for name in ("embedserve", "embedserve-gpu"):
         probe = " ".join(services[name]["healthcheck"]["test"])
@@ -120,8 +125,13 @@ def test_compose_ports_probes_and_profiles_agree_with_the_server(compose, routes
     assert services["dcgm-exporter"]["profiles"] == ["gpu"]
     assert services["locust-master"]["profiles"] == services["locust-worker"]["profiles"] == ["loadtest"]
     assert f"http://embedserve:{PORT}" in services["locust-master"]["command"]
-    grafana_env = json.dumps(services["grafana"])
-    assert "ADMIN_PASSWORD" not in grafana_env, "no admin password in compose; it comes from deploy/grafana.env"
+    override = yaml.safe_load((DEPLOY / "test" / "compose.yaml").read_text())["services"]
+    command = services["locust-master"]["command"]
+    assert override["locust-master"]["command"][: len(command)] == command, "the test runs compose.yaml's master"
+    password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password == "${GRAFANA_ADMIN_PASSWORD:-}", "no admin password in compose; it comes from .env"
+    for name in ("embedserve", "locust-master", "locust-worker"):
+        assert services[name]["environment"]["EMBEDSERVE_API_KEY"] == "${EMBEDSERVE_API_KEY:-}", name
 
 
 def test_prometheus_and_grafana_config_match_compose(compose):
@@ -133,12 +143,14 @@ def test_prometheus_and_grafana_config_match_compose(compose):
     assert embedserve_sd["port"] == PORT and set(embedserve_sd["names"]) == {"embedserve", "embedserve-gpu"}
     assert set(embedserve_sd["names"]) <= set(services)
     (dcgm_sd,) = jobs["dcgm"]["dns_sd_configs"]
-    assert dcgm_sd["names"] == ["dcgm-exporter"] and services["dcgm-exporter"]["ports"] == [f"{dcgm_sd['port']}:9400"]
+    assert dcgm_sd["names"] == ["dcgm-exporter"] and services["dcgm-exporter"]["ports"][0].endswith(
+        f":{dcgm_sd['port']}"
+    )
     assert "./monitoring/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
 
     grafana = ROOT / "monitoring" / "grafana" / "provisioning"
     (datasource,) = yaml.safe_load((grafana / "datasources" / "prometheus.yml").read_text())["datasources"]
-    assert datasource["url"] == "http://prometheus:9090" and "9090:9090" in services["prometheus"]["ports"]
+    assert datasource["url"] == "http://prometheus:9090" and services["prometheus"]["ports"][0].endswith(":9090")
     assert datasource["jsonData"]["timeInterval"] == config["global"]["scrape_interval"]
     (provider,) = yaml.safe_load((grafana / "dashboards" / "embedserve.yml").read_text())["providers"]
     mounts = dict(volume.split(":")[:2] for volume in services["grafana"]["volumes"])
@@ -148,7 +160,13 @@ def test_prometheus_and_grafana_config_match_compose(compose):
 
 # --- Kubernetes ---------------------------------------------------------------------------------------------------
 def test_yaml_files_pass_yamllint():
-    files = ["compose.yaml", "deploy/k8s", "monitoring/prometheus", "monitoring/grafana/provisioning"]
+    files = [
+        "compose.yaml",
+        "deploy/test/compose.yaml",
+        "deploy/k8s",
+        "monitoring/prometheus",
+        "monitoring/grafana/provisioning",
+    ]
     run(tool("yamllint"), "--strict", "-c", str(ROOT / ".yamllint.yaml"), *files)
 
 
