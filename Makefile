@@ -8,11 +8,14 @@ export TOKENIZERS_PARALLELISM ?= false
 # Exported test artefacts are kept between runs (they take a minute to make).
 export EMBEDSERVE_TEST_CACHE ?= $(CURDIR)/.cache/test-exports
 
-# Prometheus/promtool (monitoring tests) and kubectl (deploy tests) from Debian. A tool that cannot be installed
+# From Debian: Prometheus/promtool (monitoring tests), kubectl (deploy tests), and Docker Engine, docker-compose and
+# debootstrap (the compose test, which starts dockerd itself when it is not running). A tool that cannot be installed
 # stops `make test` with the reason (EMBEDSERVE_TESTS_SKIP_MISSING_TOOLS=1 pytest ... skips those tests instead).
+TOOLS := promtool:prometheus kubectl:kubernetes-client dockerd:docker.io docker-compose:docker-compose \
+	debootstrap:debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: demo test test-fast lint serve bench dashboards tools constraints clean
+.PHONY: demo test test-fast compose-test lint serve bench dashboards tools constraints clean
 
 # The same recipe as the Docker images (deploy/install.sh); here editable, with the dev extras.
 $(STAMP): pyproject.toml deploy/install.sh deploy/constraints.txt
@@ -32,6 +35,11 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -ra -m "not slow"
 
+# The composed stack for real: images built, `docker compose up`, Locust and Prometheus against it (`make test` runs
+# it too); -s shows what it prints, the image's size among it.
+compose-test: $(STAMP) tools
+	$(BIN)/python -m pytest -ra -s tests/deploy/test_compose_stack.py
+
 serve: $(STAMP)
 	$(BIN)/embedserve serve
 
@@ -39,7 +47,7 @@ bench: $(STAMP)
 	$(BIN)/embedserve bench --backends torch,onnx,openvino,onnx-int8,openvino-int8
 
 tools:
-	@for tool in promtool:prometheus kubectl:kubernetes-client; do \
+	@for tool in $(TOOLS); do \
 		command -v $${tool%%:*} >/dev/null || $(SUDO) apt-get install -y --no-install-recommends $${tool#*:} \
 		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $${tool#*:}; } \
 		|| { echo "error: could not install $${tool#*:} with apt-get; the tests that need $${tool%%:*} cannot run" >&2; exit 1; }; \
