@@ -44,6 +44,7 @@ def hub_cache_layout(cache: Path, files: Path, written: dict[str, str] | None = 
     snapshot = repo / "snapshots" / HUB_REVISION
     snapshot.mkdir(parents=True, exist_ok=True)
     for name, text in written.items():
+        (snapshot / name).unlink(missing_ok=True)  # never write through a link into the model's own folder
         (snapshot / name).write_text(text)
     for source in files.rglob("*"):
         if source.is_file():

@@ -61,6 +61,21 @@ def test_long_inputs_are_cut_at_the_models_limit_as_sentence_transformers_cuts_t
     assert (vectors * reference.encode(texts, normalize_embeddings=True)).sum(axis=1).min() >= 0.9999
 
 
+def test_the_hub_snapshot_links_the_models_files_and_holds_the_rewritten_one_alone(tmp_path, minilm_dir):
+    from server.backends.rust import hub_cache_layout
+
+    written = {"tokenizer_config.json": '{"max_length": 512}'}
+    original = (minilm_dir / "tokenizer_config.json").read_text()
+    for _ in range(2):  # built again over the first: the same snapshot, the model's folder untouched
+        home, repo_id = hub_cache_layout(tmp_path, minilm_dir, written)
+        snapshot = home / "hub" / f"models--{repo_id.replace('/', '--')}" / "snapshots" / "embedserve"
+        assert (snapshot / "tokenizer_config.json").read_text() == written["tokenizer_config.json"]
+        assert not (snapshot / "tokenizer_config.json").is_symlink()
+        assert (snapshot / "model.safetensors").resolve() == (minilm_dir / "model.safetensors").resolve()
+    assert (minilm_dir / "tokenizer_config.json").read_text() == original
+    assert hub_cache_layout(tmp_path, minilm_dir)[1] != repo_id, "a snapshot of its own without the rewrite"
+
+
 def test_the_text_of_our_token_ids_tokenizes_back_to_them(rust):
     """What the engine hands the runtime is the text of its own (prompted, truncated) token ids."""
     ids = rust.tokenize_texts(TEXTS).ids
