@@ -121,8 +121,8 @@ class ServeSettings(EngineSettings):
 
     backends: CommaList[str] = Field(
         ["torch", "onnx", "openvino"],
-        description="backends to serve, comma separated: torch, onnx, openvino, candle, ort (Rust); variants: onnx-int8, "
-        "openvino-int8, openvino-int8-weights",
+        description="backends to serve, comma separated: torch, onnx, openvino, candle, ort (Rust); variants: "
+        "onnx-int8, openvino-int8, openvino-int8-weights",
     )
     default_backend: str | None = Field(None, description="backend behind POST /v1/embeddings (default: first)")
     host: str = Field("127.0.0.1", description="bind address (0.0.0.0 in containers)")
