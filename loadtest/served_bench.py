@@ -25,9 +25,10 @@ import orjson
 from loadtest.checks import embeddings_failure
 from loadtest.corpus import texts
 from loadtest.environment import server_state
-from loadtest.http_load import LoadResult, closed_loop
+from loadtest.http_load import SHED, LoadResult, closed_loop
 from loadtest.in_process import InProcessProbe
 from loadtest.launcher import ServerProcess
+from loadtest.memory_drift import memory_drift
 from loadtest.process_tree import ServerTree, cores_by_role, memory_mib
 from loadtest.settings import BenchSettings
 
@@ -73,15 +74,37 @@ class WorkerMemory:
 
 
 @dataclass
+class PhaseCounts:
+    """The requests of one phase of the soak, and why those that failed did (SHED among them)."""
+
+    requests: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: LoadResult) -> None:
+        self.requests += outcome.passed + outcome.failed
+        for reason, count in outcome.failures.items():
+            self.failures[reason] = self.failures.get(reason, 0) + count
+
+    def describe(self) -> str:
+        # A 503 server_overloaded is the server refusing work it could not do in time, not a wrong answer.
+        wrong = {reason: count for reason, count in self.failures.items() if reason != SHED}
+        reasons = ": " + "; ".join(f"{reason} (x{count})" for reason, count in wrong.items()) if wrong else ""
+        return f"{self.requests} requests, {sum(wrong.values())} failed{reasons}, {self.failures.get(SHED, 0)} shed"
+
+
+@dataclass
 class SoakResult:
     seconds: float
     warmup_seconds: float
-    # per backend: RSS after the warm-up, at the end of the steady load, and after the burst and a rest
-    rss_after_warmup: dict[str, float] = field(default_factory=dict)
+    window_seconds: float
+    # per backend, MiB: the worker's median RSS over the window after the warm-up and over the last window of the
+    # steady load (it swings with every batch, so single samples would decide the drift), and after the burst and a
+    # rest, when it is idle
+    rss_settled: dict[str, float] = field(default_factory=dict)
     rss_at_end: dict[str, float] = field(default_factory=dict)
     rss_after_burst: dict[str, float] = field(default_factory=dict)
-    requests: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
+    steady: PhaseCounts = field(default_factory=lambda: PhaseCounts())
+    burst: PhaseCounts = field(default_factory=lambda: PhaseCounts())
 
 
 @dataclass
@@ -134,11 +157,14 @@ def mixed_bodies(model: str, seed: int, count: int = 400) -> list[bytes]:
 
 
 class WorkerWatch:
-    """Samples each worker's RSS every half second while a load runs (workers spawn in the order of --backends)."""
+    """Samples each worker's RSS every half second while a load runs (workers spawn in the order of --backends):
+    the peaks, and every sample (`rows`: seconds since the start, and MiB per backend)."""
 
     def __init__(self, tree: ServerTree, backends: list[str]):
         self.tree, self.backends = tree, backends
         self.peaks: dict[str, float] = dict.fromkeys(backends, 0.0)
+        self.rows: list[dict[str, float]] = []
+        self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -148,7 +174,9 @@ class WorkerWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            for backend, rss in self.rss().items():
+            sample = self.rss()
+            self.rows.append({"t": time.monotonic() - self._started, **sample})
+            for backend, rss in sample.items():
                 self.peaks[backend] = max(self.peaks[backend], rss)
 
     def __enter__(self) -> WorkerWatch:
@@ -271,11 +299,11 @@ def measure_load(
 def soak(server: ServerProcess, tree: ServerTree, settings: BenchSettings, check) -> SoakResult:
     """Steady mixed-length load on every backend at once, then a burst of 16 times the users, then a rest."""
     backends = settings.served_backends
-    result = SoakResult(settings.soak_seconds, min(60.0, settings.soak_seconds / 5))
-    watch = WorkerWatch(tree, backends)
+    warmup = min(60.0, settings.soak_seconds / 5)
+    result = SoakResult(settings.soak_seconds, warmup, min(60.0, (settings.soak_seconds - warmup) / 3))
     users = 2  # per backend: a steady load below saturation on a small machine
 
-    def run(seconds: float, per_backend: int) -> None:
+    def run(seconds: float, per_backend: int, counts: PhaseCounts) -> None:
         outcomes: list[LoadResult] = []
 
         def load(number: int, backend: str) -> None:
@@ -288,17 +316,16 @@ def soak(server: ServerProcess, tree: ServerTree, settings: BenchSettings, check
         for thread in threads:
             thread.join()
         for outcome in outcomes:
-            result.requests += outcome.passed + outcome.failed
-            for reason, count in outcome.failures.items():
-                result.failures[reason] = result.failures.get(reason, 0) + count
+            counts.add(outcome)
 
     print(f"soak: {settings.soak_seconds:g} s of mixed-length load on {', '.join(backends)} ...", file=sys.stderr)
-    run(result.warmup_seconds, users)
-    result.rss_after_warmup = watch.rss()
-    run(settings.soak_seconds - result.warmup_seconds, users)
-    result.rss_at_end = watch.rss()
+    with WorkerWatch(tree, backends) as watch:
+        run(settings.soak_seconds, users, result.steady)
+    drift = {row.process: row for row in memory_drift(watch.rows, result.warmup_seconds, result.window_seconds)}
+    result.rss_settled = {backend: drift[backend].settled_mb for backend in backends if backend in drift}
+    result.rss_at_end = {backend: drift[backend].end_mb for backend in backends if backend in drift}
     print("soak: overload burst, then a rest ...", file=sys.stderr, flush=True)
-    run(20.0, users * 16)
+    run(min(20.0, settings.soak_seconds / 3), users * 16, result.burst)
     time.sleep(10)
     result.rss_after_burst = watch.rss()
     return result
@@ -343,14 +370,17 @@ def format_served(report: ServedReport) -> str:
 
 def format_soak(soak: SoakResult) -> list[str]:
     lines = [
-        f"soak: {soak.seconds:g} s of requests of 1-16 texts of 1-120 words on every backend ({soak.requests} "
-        f"requests, {sum(soak.failures.values())} failed), then an overload burst and 10 s of rest",
-        f"{'backend':<15}{'RSS after warm-up':>18}{'at end':>8}{'drift':>8}{'after burst':>13}{'vs steady':>11}",
+        f"soak: {soak.seconds:g} s of requests of 1-16 texts of 1-120 words on every backend "
+        f"({soak.steady.describe()}), then an overload burst of 16 times the users ({soak.burst.describe()}) and "
+        "10 s of rest",
+        f"worker RSS, MiB: settled and end are medians over {soak.window_seconds:g} s after the "
+        f"{soak.warmup_seconds:g} s warm-up and over the last as long; after the burst, one sample at rest",
+        f"{'backend':<15}{'settled':>10}{'end':>8}{'drift':>8}{'after burst':>13}{'vs end':>8}",
     ]
-    for backend, start in soak.rss_after_warmup.items():
+    for backend, start in soak.rss_settled.items():
         end, burst = soak.rss_at_end.get(backend, 0.0), soak.rss_after_burst.get(backend, 0.0)
         lines.append(
-            f"{backend:<15}{start:>18.0f}{end:>8.0f}{100 * (end - start) / start:>7.1f}%{burst:>13.0f}"
-            f"{100 * (burst - end) / end:>10.1f}%"
+            f"{backend:<15}{start:>10.0f}{end:>8.0f}{100 * (end - start) / start:>7.1f}%{burst:>13.0f}"
+            f"{100 * (burst - end) / end:>7.1f}%"
         )
     return lines

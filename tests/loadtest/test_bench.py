@@ -44,7 +44,7 @@ def test_bench_reports_in_process_quality_and_served_sections(exported):
         [
             sys.executable, "-m", "server.cli", "bench", "--backends", "onnx", "--served-backends", "onnx",
             "--batch-sizes", "1,32", "--seconds", "0.3", "--idle-seconds", "2", "--served-seconds", "1.5",
-            "--warmup-seconds", "0.5", "--cache", str(exported), "--allow-export", "false",
+            "--warmup-seconds", "0.5", "--soak-seconds", "6", "--cache", str(exported), "--allow-export", "false",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -58,6 +58,13 @@ def test_bench_reports_in_process_quality_and_served_sections(exported):
     served = re.findall(loads, report, re.M)
     assert len(served) == 2 and all(float(inputs) > 0 and float(ratio) > 0 for _, inputs, _, ratio in served), report
     assert re.search(r"^onnx +\d+ +\d+$", report, re.M), "worker RSS peak and steady"
+    steady = r"^soak: 6 s .+ \((\d+) requests, 0 failed, \d+ shed\), then .+ \(\d+ requests, 0 failed, \d+ shed\)"
+    soak = re.search(steady + r".+\n.+medians over 1.6 s after the 1.2 s warm-up", report, re.M)
+    assert soak and int(soak.group(1)) > 0, report
+    (drift,) = re.findall(r"^onnx +(\d+) +(\d+) +(-?[\d.]+)% +(\d+) +(-?[\d.]+)%$", report, re.M)
+    settled, end, percent, burst = float(drift[0]), float(drift[1]), float(drift[2]), float(drift[3])
+    assert min(settled, end, burst) > 50, "a loaded worker's RSS, in MiB"
+    assert abs(100 * (end - settled) / settled - percent) <= 100 / settled + 0.05, "the drift of what it shows"
 
 
 def test_the_served_check_wants_one_embedding_of_the_right_size_per_input_in_order():

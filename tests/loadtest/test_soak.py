@@ -13,8 +13,9 @@ import pytest
 
 from loadtest.http_load import KeepAliveConnection
 from loadtest.launcher import free_port
+from loadtest.memory_drift import memory_drift
 from loadtest.settings import SoakSettings
-from loadtest.soak import memory_drift, run_overload, run_soak
+from loadtest.soak import run_overload, run_soak
 from tests.helpers import start_server
 
 pytestmark = pytest.mark.slow
