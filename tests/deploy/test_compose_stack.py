@@ -181,10 +181,12 @@ def test_the_loadtest_profile_runs_locust_master_and_workers_headless(stack, tmp
     subprocess.run(["docker", "cp", f"{master}:/tmp/locust.json", str(tmp_path)], check=True)
     sent, failures, _ = embedding_requests(tmp_path / "locust.json")
     assert sent > 0 and failures == 0
-    # Its users, too, finish what they have in flight (LOCUST_STOP_TIMEOUT): the server counted exactly these.
+    # The server counted every one of them. Not exactly these: the master writes its statistics as it quits, and may
+    # miss what a worker did since its last report (every 3 s): 215 against 224, and 248 against 255, in two runs.
     after = settled_scrape(SERVER, lambda now: now.since(before, "embedserve_requests_total") >= sent)
-    assert after.since(before, "embedserve_requests_total") == sent
-    print(f"loadtest profile: master and 2 workers, {sent} embeddings requests, 0 failures, all counted by the server")
+    counted = after.since(before, "embedserve_requests_total")
+    assert counted >= sent
+    print(f"loadtest profile: master, 2 workers: {sent} embeddings requests, 0 failures; server counted {counted:.0f}")
 
 
 def test_down_leaves_nothing_of_the_stack(stack):
