@@ -103,8 +103,8 @@ class SoakResult:
     rss_settled: dict[str, float] = field(default_factory=dict)
     rss_at_end: dict[str, float] = field(default_factory=dict)
     rss_after_burst: dict[str, float] = field(default_factory=dict)
-    steady: PhaseCounts = field(default_factory=lambda: PhaseCounts())
-    burst: PhaseCounts = field(default_factory=lambda: PhaseCounts())
+    steady: PhaseCounts = field(default_factory=PhaseCounts)
+    burst: PhaseCounts = field(default_factory=PhaseCounts)
 
 
 @dataclass
