@@ -147,3 +147,19 @@ def test_gzip_when_asked_for(exported, tmp_path):
         server.stop()
     assert zipped.headers["content-encoding"] == "gzip" and len(raw) < len(plain.content)
     assert gzip.decompress(raw) == plain.content
+
+
+def test_the_worker_gives_freed_heap_back_from_its_sampler_not_after_every_batch(monkeypatch):
+    from server.http import endpoint
+    from server.http.overload import BackendLoad
+    from server.http.status import BackendStatus
+    from server.metrics import server_metrics
+    from server.settings import ServeSettings
+
+    trims = []
+    monkeypatch.setattr(endpoint, "_malloc_trim", trims.append)
+    api = endpoint.EmbeddingAPI(ServeSettings(), "onnx", BackendStatus.create(), BackendLoad.create())
+    api.metrics = server_metrics()
+    api._sample_worker()  # what the worker's sampler thread calls every second, loaded or not
+    assert trims == [0]
+    assert "trim_heap" not in endpoint.EmbeddingAPI.embed_jobs.__code__.co_names
