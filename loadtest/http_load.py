@@ -108,6 +108,13 @@ class LoadResult:
     def failed(self) -> int:
         return sum(self.failures.values())
 
+    def add(self, other: LoadResult) -> None:
+        """Another run of the same load, counted in: its time, answers and failures."""
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+        for reason, count in other.failures.items():
+            self.failures[reason] = self.failures.get(reason, 0) + count
+
 
 def closed_loop(
     url: str,

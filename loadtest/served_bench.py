@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from loadtest.environment import server_state
 from loadtest.http_load import SHED, LoadResult, closed_loop
 from loadtest.in_process import InProcessProbe
 from loadtest.launcher import ServerProcess
-from loadtest.memory_drift import memory_drift
+from loadtest.memory_drift import MemoryDrift, memory_drift
 from loadtest.process_tree import ServerTree, cores_by_role, memory_mib
 from loadtest.settings import BenchSettings
 
@@ -78,12 +79,11 @@ class PhaseCounts:
     """The requests of one phase of the soak, and why those that failed did (SHED among them)."""
 
     requests: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
+    failures: Counter[str] = field(default_factory=Counter)
 
     def add(self, outcome: LoadResult) -> None:
         self.requests += outcome.passed + outcome.failed
-        for reason, count in outcome.failures.items():
-            self.failures[reason] = self.failures.get(reason, 0) + count
+        self.failures.update(outcome.failures)
 
     def describe(self) -> str:
         # A 503 server_overloaded is the server refusing work it could not do in time, not a wrong answer.
@@ -97,11 +97,10 @@ class SoakResult:
     seconds: float
     warmup_seconds: float
     window_seconds: float
-    # per backend, MiB: the worker's median RSS over the window after the warm-up and over the last window of the
-    # steady load (it swings with every batch, so single samples would decide the drift), and after the burst and a
-    # rest, when it is idle
-    rss_settled: dict[str, float] = field(default_factory=dict)
-    rss_at_end: dict[str, float] = field(default_factory=dict)
+    # per backend: the worker's RSS over the steady load (medians over the window after the warm-up and over the
+    # last window: it swings with every batch, so single samples would decide the drift), and in MiB after the burst
+    # and a rest, when it is idle
+    drift: dict[str, MemoryDrift] = field(default_factory=dict)
     rss_after_burst: dict[str, float] = field(default_factory=dict)
     steady: PhaseCounts = field(default_factory=PhaseCounts)
     burst: PhaseCounts = field(default_factory=PhaseCounts)
@@ -279,10 +278,7 @@ def measure_load(
         result = closed_loop(server.url, path, bodies, load.concurrency, seconds, check)
         for role, used in cores_by_role(before, tree.sample(), result.seconds).items():
             cores[role] = cores.get(role, 0.0) + used / ROUNDS
-        served.seconds += result.seconds
-        served.latencies += result.latencies
-        for reason, count in result.failures.items():
-            served.failures[reason] = served.failures.get(reason, 0) + count
+        served.add(result)
     return ServedLoad(
         backend,
         load,
@@ -322,8 +318,7 @@ def soak(server: ServerProcess, tree: ServerTree, settings: BenchSettings, check
     with WorkerWatch(tree, backends) as watch:
         run(settings.soak_seconds, users, result.steady)
     drift = {row.process: row for row in memory_drift(watch.rows, result.warmup_seconds, result.window_seconds)}
-    result.rss_settled = {backend: drift[backend].settled_mb for backend in backends if backend in drift}
-    result.rss_at_end = {backend: drift[backend].end_mb for backend in backends if backend in drift}
+    result.drift = {backend: drift[backend] for backend in backends if backend in drift}  # in --backends order
     print("soak: overload burst, then a rest ...", file=sys.stderr, flush=True)
     run(min(20.0, settings.soak_seconds / 3), users * 16, result.burst)
     time.sleep(10)
@@ -377,10 +372,10 @@ def format_soak(soak: SoakResult) -> list[str]:
         f"{soak.warmup_seconds:g} s warm-up and over the last as long; after the burst, one sample at rest",
         f"{'backend':<15}{'settled':>10}{'end':>8}{'drift':>8}{'after burst':>13}{'vs end':>8}",
     ]
-    for backend, start in soak.rss_settled.items():
-        end, burst = soak.rss_at_end.get(backend, 0.0), soak.rss_after_burst.get(backend, 0.0)
+    for backend, row in soak.drift.items():
+        burst = soak.rss_after_burst.get(backend, 0.0)
         lines.append(
-            f"{backend:<15}{start:>10.0f}{end:>8.0f}{100 * (end - start) / start:>7.1f}%{burst:>13.0f}"
-            f"{100 * (burst - end) / end:>7.1f}%"
+            f"{backend:<15}{row.settled_mb:>10.0f}{row.end_mb:>8.0f}{row.drift_pct:>7.1f}%{burst:>13.0f}"
+            f"{100 * (burst / row.end_mb - 1):>7.1f}%"
         )
     return lines
