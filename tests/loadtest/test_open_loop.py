@@ -12,7 +12,7 @@ import pytest
 
 from loadtest.arrivals import arrival_times
 from loadtest.cells import Cell, CellResult
-from loadtest.http_load import open_loop
+from loadtest.http_load import OpenLoopResult, Outcome, open_loop
 from loadtest.latency import LatencySummary, percentile
 from loadtest.saturation import find_max
 from loadtest.settings import SweepSettings
@@ -69,6 +69,20 @@ def test_a_generator_that_cannot_keep_its_schedule_says_so_and_its_lag_counts_in
     assert late.latency >= late.lag > 0.01
     # the achieved rate is what was answered, not what was asked
     assert result.rate_within() < 0.5 * result.offered_rate
+
+
+def test_a_stall_shorter_than_the_gap_between_arrivals_is_jitter_but_a_backlog_is_the_generator_falling_behind():
+    def run(lags):
+        # 8 arrivals in 2 s, one every 250 ms, each begun `lag` seconds late
+        return OpenLoopResult(2.0, [Outcome(due=0.25 * i, begun=0.25 * i + lag) for i, lag in enumerate(lags)])
+
+    assert run([0.0] * 8).behind_pct == 0.0
+    # one 30 ms stall (1.5% of the span) with nothing queued behind it: the rate was not limited
+    stalled = run([0, 0, 0, 0.03, 0, 0, 0, 0])
+    assert stalled.max_lag == pytest.approx(0.03) and stalled.behind_pct == 0.0 and stalled.kept_schedule
+    # a lag that grows past one gap: requests waited behind each other
+    backlog = run([0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35])
+    assert backlog.behind_pct == pytest.approx(17.5) and not backlog.kept_schedule
 
 
 def test_failures_are_counted_by_reason_and_goodput_counts_only_answers_within_the_slo(echo_url):
