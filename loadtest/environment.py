@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from loadtest.api_key import authorization
+from server.engine import cpu_flags
 
 PACKAGES = ("embedserve", "litserve", "torch", "transformers", "onnxruntime", "openvino", "locust", "tokenizers")
 
@@ -41,14 +42,7 @@ SPEED_FLAGS = {
 
 def instruction_sets() -> list[str]:
     """Which of SPEED_FLAGS this CPU has; int8 pays off only with a dot-product set (VNNI or AMX)."""
-    try:
-        flags = next(
-            set(line.partition(":")[2].split())
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        return []
+    flags = cpu_flags()
     return [name for flag, name in SPEED_FLAGS.items() if flag in flags]
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import openvino as ov
 
 from server.backends.base import BackendVariant, Quantization, TokenBatch, runtime_inputs, tower_files, tower_inputs
+from server.backends.cpu import cpu_flags
 from server.settings import EngineSettings
 
 
@@ -26,10 +27,7 @@ class OpenVinoBackend:
         core = ov.Core()
         config = {
             "PERFORMANCE_HINT": settings.openvino_hint,
-            # CPUs with AMX/AVX512-BF16 otherwise run in bf16 by default and lose fp32 parity. The calibrated int8
-            # variant is lossy already: its float ops (attention above all) run in bf16 where the CPU has it
-            # (long texts 114 -> 146 inputs/s on MiniLM, min cosine 0.992 either way); f32 elsewhere.
-            "INFERENCE_PRECISION_HINT": "bf16" if self.quantize == "int8" else "f32",
+            "INFERENCE_PRECISION_HINT": float_precision(self.quantize, cpu_flags()),
         }
         if settings.cpu_threads:
             config["INFERENCE_NUM_THREADS"] = settings.cpu_threads
@@ -59,3 +57,11 @@ class OpenVinoBackend:
 
     def peak_device_memory_bytes(self) -> int | None:
         return None  # runs on the CPU only (see device above)
+
+
+def float_precision(quantize: Quantization, flags: frozenset[str]) -> str:
+    """The precision of the float ops. fp32 models keep f32: CPUs with AVX512-BF16 otherwise run them in bf16 by
+    default and lose fp32 parity. The calibrated int8 variant is lossy already, so its float ops (attention above
+    all) run in bf16 where AMX runs bf16 matrix products (MiniLM long texts at batch 32: 114 -> 146 inputs/s, min
+    cosine 0.992 either way). With AVX512-BF16 alone, bf16 was slower than f32 (short 0.96x, long 0.89x)."""
+    return "bf16" if quantize == "int8" and "amx_bf16" in flags else "f32"

@@ -8,6 +8,8 @@ import pytest
 
 from loadtest.corpus import varied_texts
 from loadtest.quality import RetrievalSet, top_k_overlap
+from server.backends.cpu import cpu_flags
+from server.backends.openvino import float_precision
 from server.engine.artefacts import artefact_dir
 from server.engine.embedder import Embedder
 from server.engine.quantization import calibration_batches, smooth_onnx
@@ -76,3 +78,21 @@ def test_int8_keeps_nine_in_ten_of_each_querys_top_ten(backend, exported, retrie
     embedder = Embedder(EngineSettings(model=MODEL, cache=exported, allow_export=False, device="cpu"), backend)
     overlap = top_k_overlap(embedder.embed_texts(retrieval.all_texts), reference, retrieval)
     assert overlap >= 0.9, f"{backend}: top-10 overlap {overlap:.3f}"
+    if backend.startswith("openvino"):
+        compiled = embedder.backend._request.get_compiled_model()
+        expected = float_precision(embedder.backend.quantize, cpu_flags())
+        assert compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == expected
+
+
+@pytest.mark.parametrize(
+    ("quantize", "flags", "precision"),
+    [
+        ("int8", {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}, "bf16"),
+        ("int8", {"avx512_vnni", "avx512_bf16"}, "f32"),  # bf16 without AMX ran slower than f32
+        ("int8", set(), "f32"),
+        ("none", {"avx512_bf16", "amx_bf16"}, "f32"),  # fp32 keeps its parity, even where bf16 is fast
+        ("int8-weights", {"avx512_bf16", "amx_bf16"}, "f32"),
+    ],
+)
+def test_openvino_runs_int8_float_ops_in_bf16_only_where_amx_makes_it_faster(quantize, flags, precision):
+    assert float_precision(quantize, frozenset(flags)) == precision
