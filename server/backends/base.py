@@ -61,6 +61,9 @@ class Backend(Protocol):
     quantize: Quantization
     #: the runtime compiles or caches kernels per input shape, so the engine pads lengths to a few buckets
     caches_per_shape: bool
+    #: the runtime keeps memory for every shape it has run, for good, so the engine also cuts each pass into
+    #: power-of-two row counts: the set of shapes, and that memory, stop growing
+    memory_per_shape: bool
 
     def load(self, files: Path, settings: EngineSettings, device: str) -> None:
         """Load from `files`: the model's folder, or the artefact folder the engine resolved for `artefact`."""

@@ -14,6 +14,7 @@ from server.settings import EngineSettings
 class OnnxBackend:
     artefact = "onnx"
     caches_per_shape = False  # its kernels take any shape; its arena is shrunk after every run instead
+    memory_per_shape = False
     runtime = ("onnxruntime", ort.__version__)
 
     def __init__(self, quantize: Quantization = "none") -> None:

@@ -75,6 +75,7 @@ class EmbedAnythingBackend:
     name: str
     artefact: str | None
     caches_per_shape = False
+    memory_per_shape = False
     runtime = (PACKAGE, metadata.version(PACKAGE))
 
     def __init__(self, quantize: Quantization = "none") -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from server.backends.base import Backend, ImageTextBackend, PooledTextBackend, TokenBatch, create_backend
 from server.engine.artefacts import backend_files
-from server.engine.batching import bucket_length, pad_batch, plan_batches
+from server.engine.batching import bucket_length, pad_batch, plan_batches, power_of_two_chunks
 from server.engine.images import ImageProcessing
 from server.engine.models import ModelSpec, load_spec, resolve_model_dir
 from server.engine.pooling import l2_normalize, pool
@@ -176,7 +176,10 @@ class Embedder:
             lengths = [bucket_length(len(ids), max_tokens) for ids in id_lists]
         else:
             lengths = [len(ids) for ids in id_lists]
-        for indices in plan_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_inputs):
+        passes = plan_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_inputs)
+        if self.backend.memory_per_shape:
+            passes = [chunk for indices in passes for chunk in power_of_two_chunks(indices)]
+        for indices in passes:
             started = time.perf_counter()
             length = max(lengths[i] for i in indices)
             batch = pad_batch([id_lists[i] for i in indices], self.tokenizer.pad_id, self.spec.padding_side, length)

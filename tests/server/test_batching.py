@@ -2,7 +2,7 @@ import random
 
 import numpy as np
 
-from server.engine.batching import bucket_length, pad_batch, plan_batches
+from server.engine.batching import bucket_length, pad_batch, plan_batches, power_of_two_chunks
 
 
 def test_plan_covers_every_input_once_within_budget():
@@ -43,3 +43,16 @@ def test_bucketed_lengths_are_few_cover_the_input_and_cost_at_most_a_quarter():
         assert length <= padded <= 512
         assert padded < length * 1.25
     assert bucket_length(250, limit=256) == 256 and bucket_length(300, limit=256) == 300  # never below the input
+
+
+def test_power_of_two_chunks_keep_order_and_cover_the_pass_once():
+    assert power_of_two_chunks(list(range(37))) == [list(range(32)), list(range(32, 36)), [36]]
+    assert power_of_two_chunks([7, 3, 5]) == [[7, 3], [5]]  # the pass's order (longest first) is kept
+    assert power_of_two_chunks([]) == []
+    sizes = set()
+    for count in range(1, 257):
+        chunks = power_of_two_chunks(list(range(count)))
+        assert [i for chunk in chunks for i in chunk] == list(range(count))
+        assert [len(c) for c in chunks] == sorted((len(c) for c in chunks), reverse=True)
+        sizes.update(len(c) for c in chunks)
+    assert sizes == {1, 2, 4, 8, 16, 32, 64, 128, 256}  # 256 pass sizes, 9 shapes of rows

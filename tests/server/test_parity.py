@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from loadtest.corpus import varied_texts
+from server.engine.batching import bucket_length, plan_batches
 from server.engine.embedder import Embedder
 from server.settings import EngineSettings
 from tests.helpers import MODEL
@@ -50,3 +51,16 @@ def test_token_budget_changes_batching_not_results(exported):
     assert b.stats.passes > a.stats.passes
     assert b.stats.padded_tokens <= b.stats.passes * max(300, 256)
     np.testing.assert_allclose(a.dense, b.dense, atol=2e-5)
+
+
+def test_openvino_runs_power_of_two_rows_with_the_same_results(exported, reference):
+    settings = EngineSettings(model=MODEL, cache=exported, allow_export=False, device="cpu", max_batch_inputs=64)
+    embedder = Embedder(settings, "openvino")
+    ids = embedder.tokenize_texts(TEXTS[:93]).ids
+    lengths = [bucket_length(len(row), embedder.spec.max_tokens) for row in ids]
+    planned = plan_batches(lengths, embedder.settings.max_batch_tokens, 64)
+    assert any(len(p) & (len(p) - 1) for p in planned), "every planned pass is a power of two already"
+    encoded = embedder.encode(ids)
+    rows = [p.inputs for p in encoded.stats.forward_passes]
+    assert sum(rows) == 93 and all(count & (count - 1) == 0 for count in rows), rows
+    assert (encoded.dense * reference[:93]).sum(axis=1).min() >= MIN_COSINE["openvino"]
