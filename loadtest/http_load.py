@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -98,7 +99,7 @@ class KeepAliveConnection:
 class LoadResult:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # of the requests that passed their check
-    failures: dict[str, int] = field(default_factory=dict)  # reason -> count
+    failures: Counter[str] = field(default_factory=Counter)  # reason -> count
 
     @property
     def passed(self) -> int:
@@ -112,8 +113,7 @@ class LoadResult:
         """Another run of the same load, counted in: its time, answers and failures."""
         self.seconds += other.seconds
         self.latencies += other.latencies
-        for reason, count in other.failures.items():
-            self.failures[reason] = self.failures.get(reason, 0) + count
+        self.failures.update(other.failures)
 
 
 def closed_loop(
@@ -141,7 +141,7 @@ def closed_loop(
                 sent += concurrency
                 reason = check(request, status, body)
                 if reason:
-                    result.failures[reason] = result.failures.get(reason, 0) + 1
+                    result.failures[reason] += 1
                 else:
                     result.latencies.append(time.perf_counter() - started)
         finally:
@@ -205,12 +205,9 @@ class OpenLoopResult:
 
     @property
     def failures(self) -> dict[str, int]:
-        """Failures by reason; shed requests are not among them."""
-        counts: dict[str, int] = {}
-        for outcome in self.outcomes:
-            if outcome.failure and outcome.failure != SHED:
-                counts[outcome.failure] = counts.get(outcome.failure, 0) + 1
-        return counts
+        """Failures by reason; shed requests are not among them. A plain dict: the soak's report goes through
+        dataclasses.asdict, which rebuilds a Counter from its (key, value) pairs as if they were elements."""
+        return dict(Counter(o.failure for o in self.outcomes if o.failure and o.failure != SHED))
 
     @property
     def offered_rate(self) -> float:
