@@ -6,10 +6,11 @@ free, so that a served comparison measures the frameworks and not the server (te
    queued, and waits for more only up to `batch_timeout`: requests that arrive while a batch runs form the next one,
    continuously, as TEI batches.
 2. Pipe queues: LitServe passes requests and responses through `multiprocessing.Manager` queues, where every put and
-   get is a round trip through the manager process. `EmbeddingServer` uses plain `multiprocessing` queues (a pipe
-   each); the manager keeps only the rarely touched worker-status dict and shutdown event.
-3. Responses reach the HTTP process's event loop through one reader thread (`PipeTransport`), not through a new
-   thread-pool task per response as LitServe's transport does.
+   get is a round trip through the manager process. `EmbeddingServer` uses pipe queues (server/http/pipes.py), whose
+   small messages are written by the caller itself rather than by a feeder thread; the manager keeps only the rarely
+   touched worker-status dict and shutdown event.
+3. Responses are read by the HTTP process's event loop itself when their pipe is readable (`PipeTransport`), not by a
+   new thread-pool task per response as LitServe's transport does.
 4. No gzip by default: LitServe gzips every response over 1 kB at level 9 for clients that accept it (the OpenAI SDK
    does), which for 32 embeddings costs more CPU in the HTTP process than the forward pass. `--gzip-responses` turns
    it back on, at level 1.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
-import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.managers import SyncManager
@@ -39,6 +39,7 @@ from litserve.transport.process_transport import MPQueueTransport
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
+from server.http.pipes import MessageReader, PipeQueue
 from server.metrics import start_process_sampler
 
 # A blocked worker wakes this often with nothing to do, to notice a shutdown that did not reach its queue.
@@ -116,28 +117,15 @@ class DrainingBatchLoop(BatchedLoop):
 
 
 class PipeTransport(MPQueueTransport):
-    """Worker -> HTTP process responses on pipe queues, read by one thread that hands them to the event loop."""
+    """Worker -> HTTP process responses, read by the HTTP process's event loop itself (server/http/pipes.py)."""
 
     _inbox: asyncio.Queue | None = None
 
     async def areceive(self, consumer_id: int, timeout: float | None = None, block: bool = True):
         if self._inbox is None:  # the first call, in the (forked) HTTP process that consumes these responses
             self._inbox = asyncio.Queue()
-            threading.Thread(
-                target=self._pump, args=(self._queues[consumer_id], asyncio.get_running_loop()), daemon=True
-            ).start()
+            MessageReader(self._queues[consumer_id], self._inbox.put_nowait).start(asyncio.get_running_loop())
         return await self._inbox.get()  # None (LitServe's close sentinel) is skipped by its receiving loop
-
-    def _pump(self, queue: Queue, loop: asyncio.AbstractEventLoop) -> None:
-        """Until LitServe's close sentinel (None), or until the process shuts the queue or the loop down."""
-        try:
-            while True:
-                item = queue.get()
-                loop.call_soon_threadsafe(self._inbox.put_nowait, item)
-                if item is None:
-                    return
-        except Exception:  # noqa: BLE001 - at shutdown the queue or the event loop goes away under this thread
-            return
 
 
 class EmbeddingServer(ls.LitServer):
@@ -183,9 +171,9 @@ class EmbeddingServer(ls.LitServer):
         self.workers_setup_status = manager.dict()
         self._shutdown_event = manager.Event()
         for lit_api in self.litapi_connector:
-            self.litapi_request_queues[lit_api.api_path] = _SPAWN.Queue()
+            self.litapi_request_queues[lit_api.api_path] = PipeQueue(_SPAWN)
         if self._logger_connector._loggers:
             self.logger_queue = manager.Queue()
         self._logger_connector.run(self)
-        self._transport = PipeTransport(manager, [_SPAWN.Queue() for _ in range(num_api_servers)])
+        self._transport = PipeTransport(manager, [PipeQueue(_SPAWN) for _ in range(num_api_servers)])
         return manager

@@ -1,5 +1,5 @@
 """What embedserve changes in LitServe (server/http/litserver.py): a batching loop that blocks instead of polling,
-pipe queues with one reader thread, and no gzip unless asked for."""
+pipe queues read by the event loop, and no gzip unless asked for."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 
 from server.http import litserver
 from server.http.litserver import DrainingBatchLoop, Expired, PipeTransport
+from server.http.pipes import PipeQueue
 from tests.helpers import MODEL, start_server
 
 
@@ -102,7 +103,7 @@ def test_the_loop_waits_for_more_only_with_a_batch_timeout(monkeypatch):
 def test_pipe_transport_hands_every_response_to_the_event_loop_in_order():
     import multiprocessing as mp
 
-    responses = mp.get_context("spawn").Queue()
+    responses = PipeQueue(mp.get_context("spawn"))
     transport = PipeTransport(None, [responses])
     for number in range(50):
         responses.put(("uid", number))
