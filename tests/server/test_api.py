@@ -72,6 +72,14 @@ def test_token_ids_of_one_input_are_not_counted_as_inputs():
     assert len(EmbeddingRequest(input=[7] * (MAX_INPUTS + 5), model="m").inputs()) == 1
 
 
+def test_a_request_prints_as_a_summary_not_its_inputs():
+    """LitServe formats every request into a debug message, logged or not."""
+    request = EmbeddingRequest(input=["a long text " * 100] * 500, model="m", dimensions=64)
+    for printed in (str(request), repr(request)):
+        assert "inputs=500" in printed and "dimensions=64" in printed and "model='m'" in printed
+        assert "a long text" not in printed and len(printed) < 200
+
+
 def test_base64_is_little_endian_float32_as_the_openai_sdk_decodes_it():
     vectors = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
     body = orjson.loads(embeddings_response(QueryResult(vectors, 7), "m", "base64").body)
