@@ -34,6 +34,10 @@ class ServerTree:
         command = " ".join(process.cmdline())
         if "spawn_main" in command:
             return "worker"
+        # LitServe's manager is forked after the port is bound, so it holds the listening socket too; it alone
+        # listens on a named Unix socket (multiprocessing's /tmp/pymp-*/listener-*).
+        if any(connection.laddr for connection in process.net_connections("unix")):
+            return "other"
         listening = any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in process.net_connections())
         return "http" if listening else "other"
 

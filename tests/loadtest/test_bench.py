@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
-from loadtest.process_tree import ProcessSample, cores_by_role, memory_mib
+from loadtest.process_tree import ProcessSample, ServerTree, cores_by_role, memory_mib
 from loadtest.served_bench import LoadShape, ServedLoad, ServedReport, embeddings_check, format_served
-from tests.helpers import ROOT
+from tests.helpers import ROOT, start_server
 
 
 def test_cores_by_role_adds_up_each_roles_cpu_time_over_the_interval():
@@ -65,6 +66,18 @@ def test_bench_reports_in_process_quality_and_served_sections(exported):
     settled, end, percent, burst = float(drift[0]), float(drift[1]), float(drift[2]), float(drift[3])
     assert min(settled, end, burst) > 50, "a loaded worker's RSS, in MiB"
     assert abs(100 * (end - settled) / settled - percent) <= 100 / settled + 0.05, "the drift of what it shows"
+
+
+@pytest.mark.slow
+def test_each_server_process_gets_its_role(exported, tmp_path):
+    """The manager holds the listening socket too (it is forked after the bind): it must not count as HTTP."""
+    server = start_server(exported, tmp_path, "--backends", "onnx")
+    try:
+        roles = Counter(sample.role for sample in ServerTree(server.process.pid, server.port).sample())
+    finally:
+        server.stop()
+    # other: LitServe's manager and Python's resource tracker
+    assert roles == {"main": 1, "http": 1, "worker": 1, "other": 2}
 
 
 def test_the_served_check_wants_one_embedding_of_the_right_size_per_input_in_order():
