@@ -17,13 +17,17 @@ free, so that a served comparison measures the frameworks and not the server (te
 5. Admission by expected wait (server/http/overload.py): the endpoint asks the LitAPI to `admit` each parsed request
    before it is queued, and to `release` it once answered; and a request that waited past the LitAPI's
    `max_queue_wait` before its batch starts reaches `decode_request` as `Expired`, to be answered 503, not run.
+6. The garbage collector, once an HTTP process or a worker has started (`settle_garbage_collector`): what it loaded
+   is frozen out of the collector's traversals, and young objects are collected less often.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing as mp
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing.managers import SyncManager
 from queue import Empty, Queue
@@ -46,6 +50,20 @@ from server.metrics import start_process_sampler
 IDLE_WAKE_SECONDS = 1.0
 # Spawn context: LitServe starts inference workers with spawn; the queues must follow them there.
 _SPAWN = mp.get_context("spawn")
+# Net container allocations between two collections of the young generation. At Python's default of 700, the HTTP
+# process collected every few requests, traversing what the requests in flight hold: 90 us of CPU per single-text
+# request, an eighth of the process's CPU. Under that load 20000 is never reached; the price is that cyclic garbage
+# (rare here) waits for at most this many allocations before it is freed.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_garbage_collector() -> None:
+    """For a server process that has finished starting: what it has loaded lives as long as it does, so the
+    collector stops traversing it (gc.freeze: a list splice, which touches no object and so copies no page that a
+    forked process shares), and it collects young objects less often."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 @dataclass
@@ -135,6 +153,13 @@ class EmbeddingServer(ls.LitServer):
         if gzip_responses:
             middlewares.insert(0, Middleware(GZipMiddleware, minimum_size=1000, compresslevel=1))
         self.app.user_middleware = middlewares
+
+    @asynccontextmanager
+    async def lifespan(self, app):
+        """LitServe's, in each HTTP process, once its app is built."""
+        settle_garbage_collector()
+        async with super().lifespan(app):
+            yield
 
     def _register_api_endpoints(self, lit_api: ls.LitAPI, request_type, response_type):
         """LitServe's route for the LitAPI, with its `admit` before the request is queued (a Response: the request is

@@ -4,11 +4,13 @@ pipe queues read by the event loop, and no gzip unless asked for."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import queue
 import threading
 import time
 import types
+from contextlib import asynccontextmanager
 
 import psutil
 import pytest
@@ -164,3 +166,48 @@ def test_the_worker_gives_freed_heap_back_from_its_sampler_not_after_every_batch
     api._sample_worker()  # what the worker's sampler thread calls every second, loaded or not
     assert trims == [0]
     assert "trim_heap" not in endpoint.EmbeddingAPI.embed_jobs.__code__.co_names
+
+
+@pytest.fixture
+def restored_garbage_collector():
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+def test_an_http_process_settles_its_garbage_collector_before_litserve_starts_serving(
+    monkeypatch, restored_garbage_collector
+):
+    seen = []
+
+    @asynccontextmanager
+    async def litserve_lifespan(self, app):
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+        yield
+
+    monkeypatch.setattr(litserver.ls.LitServer, "lifespan", litserve_lifespan)
+    gc.unfreeze()
+
+    async def start_and_stop() -> None:
+        async with litserver.EmbeddingServer.lifespan(object.__new__(litserver.EmbeddingServer), None):
+            pass
+
+    asyncio.run(start_and_stop())
+    ((threshold, frozen),) = seen
+    assert threshold == litserver.GC_YOUNG_THRESHOLD and frozen > 0
+
+
+def test_a_worker_settles_its_garbage_collector_once_its_model_is_loaded(exported, restored_garbage_collector):
+    from server.http import endpoint
+    from server.http.overload import BackendLoad
+    from server.http.status import BackendStatus
+    from server.settings import ServeSettings
+
+    gc.unfreeze()
+    settings = ServeSettings(cache=exported, allow_export=False)
+    api = endpoint.EmbeddingAPI(settings, "onnx", BackendStatus.create(), BackendLoad.create())
+    assert gc.get_freeze_count() == 0
+    api.setup("cpu")
+    assert api.embedder is not None, api.status.detail()
+    assert gc.get_threshold()[0] == litserver.GC_YOUNG_THRESHOLD and gc.get_freeze_count() > 0
