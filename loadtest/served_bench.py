@@ -61,10 +61,16 @@ class ServedLoad:
     cores: dict[str, float]  # by process role: main, http, worker, other
     in_process_batch: int = 0
     in_process_inputs_per_s: float = 0.0  # the mean of the rounds taken in turns with the served ones
+    # Each served round over the in-process round taken just before it: their spread is the machine's drift, which
+    # a single ratio hides.
+    round_ratios: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
         return self.inputs_per_s / self.in_process_inputs_per_s if self.in_process_inputs_per_s else None
+
+    def round_spread(self) -> str:
+        return f"{min(self.round_ratios):.2f}-{max(self.round_ratios):.2f}" if self.round_ratios else "-"
 
 
 @dataclass
@@ -271,7 +277,7 @@ def measure_load(
     bodies = request_bodies(settings.model, load.batch_size, pool)
     closed_loop(server.url, path, bodies, load.concurrency, settings.warmup_seconds, check)
     seconds = settings.served_seconds / ROUNDS
-    served, in_process, cores = LoadResult(), [], {}
+    served, in_process, cores, round_ratios = LoadResult(), [], {}, []
     for _ in range(ROUNDS):
         in_process.append(probe.inputs_per_s("short", in_process_batch, seconds))
         before = tree.sample()
@@ -279,6 +285,7 @@ def measure_load(
         for role, used in cores_by_role(before, tree.sample(), result.seconds).items():
             cores[role] = cores.get(role, 0.0) + used / ROUNDS
         served.add(result)
+        round_ratios.append(result.passed * load.batch_size / result.seconds / in_process[-1])
     return ServedLoad(
         backend,
         load,
@@ -289,6 +296,7 @@ def measure_load(
         cores,
         in_process_batch,
         sum(in_process) / ROUNDS,
+        round_ratios,
     )
 
 
@@ -341,8 +349,8 @@ def format_served(report: ServedReport) -> str:
         f"MiB PSS; after the loads and 3 requests of 32 long texts per backend {report.after_load_memory[0]:.0f} / "
         f"{report.after_load_memory[1]:.0f}",
         "",
-        f"{'backend':<15}{'load':<24}{'inputs/s':>9}{'in-process':>17}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'worker':>8}{'http':>6}{'other':>7}{'fails':>6}",
+        f"{'backend':<15}{'load':<24}{'inputs/s':>9}{'in-process':>17}{'ratio':>7}{'rounds':>11}{'p50 ms':>8}"
+        f"{'p99 ms':>8}{'worker':>8}{'http':>6}{'other':>7}{'fails':>6}",
     ]
     for load in report.loads:
         compared = f"{load.in_process_inputs_per_s:.1f} (b{load.in_process_batch})"
@@ -351,10 +359,15 @@ def format_served(report: ServedReport) -> str:
         other = cores.get("main", 0) + cores.get("other", 0)
         lines.append(
             f"{load.backend:<15}{f'{load.load.label} x {load.load.concurrency}':<24}{load.inputs_per_s:>9.1f}"
-            f"{compared:>17}{ratio:>7}{load.p50_ms:>8.1f}{load.p99_ms:>8.1f}{cores.get('worker', 0):>8.2f}"
+            f"{compared:>17}{ratio:>7}{load.round_spread():>11}{load.p50_ms:>8.1f}{load.p99_ms:>8.1f}"
+            f"{cores.get('worker', 0):>8.2f}"
             f"{cores.get('http', 0):>6.2f}{other:>7.2f}{sum(load.failures.values()):>6}"
         )
-    lines += ["(worker, http, other: cores each role used under that load)", ""]
+    lines += [
+        "(rounds: the lowest and highest ratio of one served round to the in-process round just before it; worker, "
+        "http, other: cores each role used under that load)",
+        "",
+    ]
     lines.append(f"{'backend':<15}{'worker RSS MiB: peak':>22}{'steady':>8}")
     for memory in report.workers.values():
         lines.append(f"{memory.backend:<15}{memory.peak_mib:>22.0f}{memory.steady_mib:>8.0f}")
