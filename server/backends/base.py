@@ -95,6 +95,16 @@ class ImageTextBackend(Backend, Protocol):
 
 
 @runtime_checkable
+class DevicePoolingBackend(Backend, Protocol):
+    """A backend that pools on its own device, so that [batch, hidden] comes back to the host rather than the hidden
+    states [batch, seq, hidden]: on a GPU, that copy and the host's pooling of it grow with every token."""
+
+    def forward_pooled(self, batch: TokenBatch, pooling: str) -> np.ndarray:
+        """float32 [batch, hidden], pooled ("mean", "cls" or "last") as server/engine/pooling.py pools"""
+        ...
+
+
+@runtime_checkable
 class PooledTextBackend(Backend, Protocol):
     """A backend whose runtime takes text and gives the model's final embedding (its own tokenizer, pooling and
     normalisation), not hidden states: Candle and ONNX Runtime from Rust, through embed-anything. The engine hands

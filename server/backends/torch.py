@@ -1,4 +1,5 @@
-"""PyTorch backend: the transformers model itself, fp32 on CPU, fp16/bf16 on CUDA, SDPA attention."""
+"""PyTorch backend: the transformers model itself, fp32 on CPU, fp16/bf16 on CUDA, SDPA attention; it pools on the
+model's device."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ from server.backends.base import TokenBatch
 from server.settings import EngineSettings
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# server/engine/pooling.py's poolers, on the model's device: tensors in, tensors out.
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def _last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    last = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)  # either padding side: the last position whose mask is 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+_POOLERS = {"mean": _mean_pool, "cls": lambda hidden, mask: hidden[:, 0], "last": _last_token_pool}
 
 
 class TorchBackend:
@@ -53,10 +68,18 @@ class TorchBackend:
 
     def forward(self, batch: TokenBatch) -> np.ndarray:
         with torch.inference_mode():
-            input_ids = torch.from_numpy(batch.input_ids).to(self.device, non_blocking=True)
-            attention_mask = torch.from_numpy(batch.attention_mask).to(self.device, non_blocking=True)
-            hidden = self._model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden, _ = self._hidden_states(batch)
             return hidden.float().cpu().numpy()
+
+    def forward_pooled(self, batch: TokenBatch, pooling: str) -> np.ndarray:
+        with torch.inference_mode():
+            hidden, attention_mask = self._hidden_states(batch)
+            return _POOLERS[pooling](hidden.float(), attention_mask).cpu().numpy()
+
+    def _hidden_states(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids = torch.from_numpy(batch.input_ids).to(self.device, non_blocking=True)
+        attention_mask = torch.from_numpy(batch.attention_mask).to(self.device, non_blocking=True)
+        return self._model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
 
     def peak_device_memory_bytes(self) -> int | None:
         if not self.device.startswith("cuda"):

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.backends.base import Backend, ImageTextBackend, PooledTextBackend, TokenBatch, create_backend
+from server.backends.base import (
+    Backend,
+    DevicePoolingBackend,
+    ImageTextBackend,
+    PooledTextBackend,
+    TokenBatch,
+    create_backend,
+)
 from server.engine.artefacts import backend_files
 from server.engine.batching import bucket_length, pad_batch, plan_batches, power_of_two_chunks
 from server.engine.images import ImageProcessing
@@ -189,6 +196,8 @@ class Embedder:
                 vectors = self.backend.text_features(unmasked)
             elif isinstance(self.backend, PooledTextBackend):
                 vectors = self.backend.embed(self.tokenizer.decode([id_lists[i] for i in indices]))
+            elif isinstance(self.backend, DevicePoolingBackend) and not sparse:  # the sparse head needs every token
+                vectors = self.backend.forward_pooled(batch, self.spec.pooling)
             else:
                 hidden = self.backend.forward(batch)
                 vectors = pool(hidden, batch.attention_mask, self.spec.pooling)

@@ -64,3 +64,14 @@ def test_openvino_runs_power_of_two_rows_with_the_same_results(exported, referen
     rows = [p.inputs for p in encoded.stats.forward_passes]
     assert sum(rows) == 93 and all(count & (count - 1) == 0 for count in rows), rows
     assert (encoded.dense * reference[:93]).sum(axis=1).min() >= MIN_COSINE["openvino"]
+
+
+def test_torch_pools_on_its_device_and_returns_no_hidden_states(exported, reference, monkeypatch):
+    embedder = Embedder(EngineSettings(model=MODEL, cache=exported, allow_export=False, device="cpu"), "torch")
+
+    def hidden_states_to_the_host(batch):
+        raise AssertionError("a dense request brought [batch, seq, hidden] back to the host")
+
+    monkeypatch.setattr(embedder.backend, "forward", hidden_states_to_the_host)
+    vectors = embedder.embed_texts(TEXTS)
+    assert (vectors * reference).sum(axis=1).min() >= MIN_COSINE["torch"]

@@ -23,6 +23,19 @@ def test_last_token_pool_finds_last_real_token_on_either_side(side):
     np.testing.assert_array_equal(last_token_pool(hidden, batch.attention_mask)[:, 0], [7, 8])
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_the_torch_backend_pools_on_its_device_as_the_engine_pools(pooling, side):
+    torch = pytest.importorskip("torch")
+    from server.backends.torch import _POOLERS
+    from server.engine.pooling import POOLERS
+
+    batch = pad_batch([[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]], pad_id=0, padding_side=side)
+    hidden = np.random.default_rng(0).standard_normal((*batch.input_ids.shape, 8)).astype(np.float32)
+    on_device = _POOLERS[pooling](torch.from_numpy(hidden), torch.from_numpy(batch.attention_mask)).numpy()
+    np.testing.assert_allclose(on_device, POOLERS[pooling](hidden, batch.attention_mask), rtol=1e-5, atol=1e-6)
+
+
 def test_truncate_dimensions_renormalises():
     vectors = l2_normalize(np.array([[3.0, 4.0, 12.0]], dtype=np.float32))
     truncated = truncate_dimensions(vectors, 2)
