@@ -69,9 +69,6 @@ class ServedLoad:
     def ratio(self) -> float | None:
         return self.inputs_per_s / self.in_process_inputs_per_s if self.in_process_inputs_per_s else None
 
-    def round_spread(self) -> str:
-        return f"{min(self.round_ratios):.2f}-{max(self.round_ratios):.2f}" if self.round_ratios else "-"
-
 
 @dataclass
 class WorkerMemory:
@@ -355,11 +352,12 @@ def format_served(report: ServedReport) -> str:
     for load in report.loads:
         compared = f"{load.in_process_inputs_per_s:.1f} (b{load.in_process_batch})"
         ratio = f"{load.ratio:.2f}" if load.ratio else "-"
+        rounds = f"{min(load.round_ratios):.2f}-{max(load.round_ratios):.2f}" if load.round_ratios else "-"
         cores = load.cores
         other = cores.get("main", 0) + cores.get("other", 0)
         lines.append(
             f"{load.backend:<15}{f'{load.load.label} x {load.load.concurrency}':<24}{load.inputs_per_s:>9.1f}"
-            f"{compared:>17}{ratio:>7}{load.round_spread():>11}{load.p50_ms:>8.1f}{load.p99_ms:>8.1f}"
+            f"{compared:>17}{ratio:>7}{rounds:>11}{load.p50_ms:>8.1f}{load.p99_ms:>8.1f}"
             f"{cores.get('worker', 0):>8.2f}"
             f"{cores.get('http', 0):>6.2f}{other:>7.2f}{sum(load.failures.values()):>6}"
         )
