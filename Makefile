@@ -15,7 +15,7 @@ TOOLS := promtool:prometheus kubectl:kubernetes-client dockerd:docker.io docker-
 	debootstrap:debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: demo test test-fast compose-test lint serve bench dashboards tools constraints clean
+.PHONY: demo test test-fast compose-test lint serve bench gpu-bundle dashboards tools constraints clean
 
 # The same recipe as the Docker images (deploy/install.sh); here editable, with the dev extras.
 $(STAMP): pyproject.toml deploy/install.sh deploy/constraints.txt
@@ -45,6 +45,10 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/embedserve bench --backends torch,onnx,openvino,onnx-int8,openvino-int8
+
+# What a GPU host without network needs for the CUDA checks (tests/gpu_host/check.sh runs them there).
+gpu-bundle: $(STAMP)
+	$(BIN)/python -m tests.gpu_host.bundle pack .gpu
 
 tools:
 	@for tool in $(TOOLS); do \
