@@ -40,6 +40,7 @@ PACKAGES = (
     "pydantic_core",
     "pydantic-settings",
     "typing-inspection",
+    "typing_extensions",  # pydantic_core takes names that older copies lack (Sentinel)
     "annotated-types",
     "python-dotenv",
     "orjson",
