@@ -32,6 +32,9 @@ class BatchThroughput:
     inputs_per_s: float
     tokens_per_s: float
     p50_ms: float
+    forward_seconds: float = 0.0  # of the timed calls, in forward passes (pooling included, as the server counts)
+    inputs: int = 0
+    seconds: float = 0.0  # the timed calls, whole
 
 
 @dataclass
@@ -75,7 +78,7 @@ def time_batches(embedder: Embedder, profile: str, batch_size: int, pool: list[s
     """Calls of `batch_size` texts from `pool`, back to back for `seconds` (after one warm-up call)."""
     batches = [pool[i : i + batch_size] for i in range(0, len(pool) - batch_size + 1, batch_size)]
     embedder.embed_texts(batches[0])  # warm-up: first-call allocations and kernel selection
-    latencies, inputs, tokens = [], 0, 0
+    latencies, inputs, tokens, forward = [], 0, 0, 0.0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or not latencies:
         batch = batches[len(latencies) % len(batches)]
@@ -84,8 +87,18 @@ def time_batches(embedder: Embedder, profile: str, batch_size: int, pool: list[s
         latencies.append(time.perf_counter() - started)
         inputs += len(batch)
         tokens += encoded.stats.real_tokens
+        forward += sum(forward_pass.seconds for forward_pass in encoded.stats.forward_passes)
     elapsed = sum(latencies)
-    return BatchThroughput(profile, batch_size, inputs / elapsed, tokens / elapsed, statistics.median(latencies) * 1000)
+    return BatchThroughput(
+        profile,
+        batch_size,
+        inputs / elapsed,
+        tokens / elapsed,
+        statistics.median(latencies) * 1000,
+        forward,
+        inputs,
+        elapsed,
+    )
 
 
 _probe_embedder: Embedder | None = None
@@ -96,8 +109,8 @@ def _load_probe(settings: BenchSettings, backend: str) -> None:
     _probe_embedder = Embedder(engine_settings(settings), backend)
 
 
-def _probe(profile: str, batch_size: int, seconds: float) -> float:
-    return time_batches(_probe_embedder, profile, batch_size, texts(profile, 512, seed=1), seconds).inputs_per_s
+def _probe(profile: str, batch_size: int, seconds: float) -> BatchThroughput:
+    return time_batches(_probe_embedder, profile, batch_size, texts(profile, 512, seed=1), seconds)
 
 
 class InProcessProbe:
@@ -110,7 +123,7 @@ class InProcessProbe:
             1, mp_context=mp.get_context("spawn"), initializer=_load_probe, initargs=(settings, backend)
         )
 
-    def inputs_per_s(self, profile: str, batch_size: int, seconds: float) -> float:
+    def measure(self, profile: str, batch_size: int, seconds: float) -> BatchThroughput:
         return self._pool.submit(_probe, profile, batch_size, seconds).result()
 
     def close(self) -> None:

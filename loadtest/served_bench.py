@@ -3,10 +3,11 @@
 One server holds every served backend; one backend at a time is under load, so the others' idle cost is in the
 figure too. Measured: the server's CPU while idle, throughput at saturation for requests of 32 short texts and of
 one short text (closed loop, `loadtest/http_load.py`) against the same backend in-process (batch 32, and the best
-batch for single texts), taken in turns, three rounds each, so that a drifting machine biases neither; the cores
-each process role used meanwhile, and memory (the whole process tree, each worker's RSS at its peak and once the
-load stops). An optional soak runs mixed-length load on every backend, then an overload burst, and reports how each
-worker's RSS drifted and came back.
+batch for single texts), taken in turns, three rounds each, so that a drifting machine biases neither; where a
+ratio below 1 comes from (the forward passes' time per input and their share of the time, served and in-process:
+the server's /metrics and the engine's own figures); the cores each process role used meanwhile, and memory (the
+whole process tree, each worker's RSS at its peak and once the load stops). An optional soak runs mixed-length load
+on every backend, then an overload burst, and reports how each worker's RSS drifted and came back.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from loadtest.in_process import InProcessProbe
 from loadtest.launcher import ServerProcess
 from loadtest.memory_drift import MemoryDrift, memory_drift
 from loadtest.process_tree import ServerTree, cores_by_role, memory_mib
+from loadtest.server_metrics import MetricsSnapshot
 from loadtest.settings import BenchSettings
 
 MiB = 1024 * 1024
@@ -64,6 +66,12 @@ class ServedLoad:
     # Each served round over the in-process round taken just before it: their spread is the machine's drift, which
     # a single ratio hides.
     round_ratios: list[float] = field(default_factory=list)
+    # Where a ratio below 1 comes from: the worker's forward passes per input, served over in-process (above 1: they
+    # ran slower, sharing the cores with the HTTP front and the client); and the share of the time spent in forward
+    # passes, served and in-process (the rest: per-request work in the worker, or waiting for requests).
+    forward_slowdown: float | None = None
+    forward_share: float = 0.0
+    in_process_forward_share: float = 0.0
 
     @property
     def ratio(self) -> float | None:
@@ -275,15 +283,20 @@ def measure_load(
     closed_loop(server.url, path, bodies, load.concurrency, settings.warmup_seconds, check)
     seconds = settings.served_seconds / ROUNDS
     served, in_process, cores, round_ratios = LoadResult(), [], {}, []
+    forward_seconds = forward_inputs = 0.0
     for _ in range(ROUNDS):
-        in_process.append(probe.inputs_per_s("short", in_process_batch, seconds))
+        in_process.append(probe.measure("short", in_process_batch, seconds))
+        metrics_before = MetricsSnapshot.scrape(server.url)
         before = tree.sample()
         result = closed_loop(server.url, path, bodies, load.concurrency, seconds, check)
         for role, used in cores_by_role(before, tree.sample(), result.seconds).items():
             cores[role] = cores.get(role, 0.0) + used / ROUNDS
+        metrics = MetricsSnapshot.scrape(server.url)
+        forward_seconds += metrics.since(metrics_before, "embedserve_forward_duration_seconds_sum", backend=backend)
+        forward_inputs += metrics.since(metrics_before, "embedserve_inputs_total", backend=backend)
         served.add(result)
-        round_ratios.append(result.passed * load.batch_size / result.seconds / in_process[-1])
-    return ServedLoad(
+        round_ratios.append(result.passed * load.batch_size / result.seconds / in_process[-1].inputs_per_s)
+    measured = ServedLoad(
         backend,
         load,
         served.passed * load.batch_size / served.seconds,
@@ -292,9 +305,16 @@ def measure_load(
         served.failures,
         cores,
         in_process_batch,
-        sum(in_process) / ROUNDS,
+        sum(cell.inputs_per_s for cell in in_process) / ROUNDS,
         round_ratios,
     )
+    in_process_forward = sum(cell.forward_seconds for cell in in_process)
+    if forward_inputs and in_process_forward:
+        per_input_in_process = in_process_forward / sum(cell.inputs for cell in in_process)
+        measured.forward_slowdown = forward_seconds / forward_inputs / per_input_in_process
+    measured.forward_share = forward_seconds / served.seconds
+    measured.in_process_forward_share = in_process_forward / sum(cell.seconds for cell in in_process)
+    return measured
 
 
 def soak(server: ServerProcess, tree: ServerTree, settings: BenchSettings, check) -> SoakResult:
@@ -346,24 +366,29 @@ def format_served(report: ServedReport) -> str:
         f"MiB PSS; after the loads and 3 requests of 32 long texts per backend {report.after_load_memory[0]:.0f} / "
         f"{report.after_load_memory[1]:.0f}",
         "",
-        f"{'backend':<15}{'load':<24}{'inputs/s':>9}{'in-process':>17}{'ratio':>7}{'rounds':>11}{'p50 ms':>8}"
-        f"{'p99 ms':>8}{'worker':>8}{'http':>6}{'other':>7}{'fails':>6}",
+        f"{'backend':<15}{'load':<24}{'inputs/s':>9}{'in-process':>17}{'ratio':>7}{'rounds':>11}{'fwd x':>7}"
+        f"{'in fwd':>11}{'p50 ms':>8}{'p99 ms':>8}{'worker':>8}{'http':>6}{'other':>7}{'fails':>6}",
     ]
     for load in report.loads:
         compared = f"{load.in_process_inputs_per_s:.1f} (b{load.in_process_batch})"
         ratio = f"{load.ratio:.2f}" if load.ratio else "-"
         rounds = f"{min(load.round_ratios):.2f}-{max(load.round_ratios):.2f}" if load.round_ratios else "-"
+        slowdown = f"{load.forward_slowdown:.2f}" if load.forward_slowdown else "-"
+        shares = f"{load.forward_share:.2f}/{load.in_process_forward_share:.2f}"
         cores = load.cores
         other = cores.get("main", 0) + cores.get("other", 0)
         lines.append(
             f"{load.backend:<15}{f'{load.load.label} x {load.load.concurrency}':<24}{load.inputs_per_s:>9.1f}"
-            f"{compared:>17}{ratio:>7}{rounds:>11}{load.p50_ms:>8.1f}{load.p99_ms:>8.1f}"
+            f"{compared:>17}{ratio:>7}{rounds:>11}{slowdown:>7}{shares:>11}{load.p50_ms:>8.1f}{load.p99_ms:>8.1f}"
             f"{cores.get('worker', 0):>8.2f}"
             f"{cores.get('http', 0):>6.2f}{other:>7.2f}{sum(load.failures.values()):>6}"
         )
     lines += [
-        "(rounds: the lowest and highest ratio of one served round to the in-process round just before it; worker, "
-        "http, other: cores each role used under that load)",
+        "(rounds: the lowest and highest ratio of one served round to the in-process round just before it; fwd x: "
+        "the forward passes' time per input, served over in-process (above 1: they ran slower served, sharing the "
+        "cores with the HTTP front and the client); in fwd: the share of the time spent in forward passes, served / "
+        "in-process (the rest: the worker's per-request work, or waiting for requests); worker, http, other: cores "
+        "each role used under that load)",
         "",
     ]
     lines.append(f"{'backend':<15}{'worker RSS MiB: peak':>22}{'steady':>8}")

@@ -33,12 +33,16 @@ def test_served_ratios_compare_with_the_in_process_figures_taken_in_turns():
         ServedLoad("onnx", LoadShape("1 short text", 1, 64), 270.0, 1, 2, {}, {"worker": 1.8}, 32, 333.3),
     ]
     report.loads[1].round_ratios = [0.84, 0.77, 0.815]
+    report.loads[1].forward_slowdown = 1.084
+    report.loads[1].forward_share, report.loads[1].in_process_forward_share = 0.874, 0.966
     text = format_served(report)
     assert "0.30% of one core" in text
     rows = [line for line in text.splitlines() if line.startswith("onnx ")]
     assert "333.3 (b32)" in rows[0] and " 0.90 " in rows[0]
     assert "333.3 (b32)" in rows[1] and " 0.81 " in rows[1]  # single texts: against the best batch
     assert " 0.77-0.84 " in rows[1], "each round's ratio, lowest to highest"
+    assert " 1.08 " in rows[1] and " 0.87/0.97 " in rows[1], "where the ratio went: a slower forward, less of it"
+    assert " - " in rows[0], "no forward passes measured: no slowdown to show"
 
 
 @pytest.mark.slow
@@ -59,12 +63,14 @@ def test_bench_reports_in_process_quality_and_served_sections(exported):
     assert re.search(r"idle CPU over 2 s: [\d.]+% of one core", report)
     loads = (
         r"^onnx +(32 short texts x 4|1 short text x 64) +([\d.]+) +([\d.]+) \(b(?:1|32)\) +([\d.]+) "
-        r"+([\d.]+)-([\d.]+) "
+        r"+([\d.]+)-([\d.]+) +([\d.]+) +([\d.]+)/([\d.]+) "
     )
     served = re.findall(loads, report, re.M)
     assert len(served) == 2, report
-    for _, inputs, _, ratio, lowest, highest in served:
+    for _, inputs, _, ratio, lowest, highest, slowdown, share, in_process_share in served:
         assert float(inputs) > 0 and float(ratio) > 0 and 0 < float(lowest) <= float(highest), report
+        assert float(slowdown) > 0, report
+        assert 0 < float(share) <= 1 and 0 < float(in_process_share) <= 1, "shares of the time in forward passes"
     assert re.search(r"^onnx +\d+ +\d+$", report, re.M), "worker RSS peak and steady"
     steady = r"^soak: 6 s .+ \((\d+) requests, 0 failed, \d+ shed\), then .+ \(\d+ requests, 0 failed, \d+ shed\)"
     soak = re.search(steady + r".+\n.+medians over 1.6 s after the 1.2 s warm-up", report, re.M)
