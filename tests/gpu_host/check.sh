@@ -38,7 +38,7 @@ bench() {  # $1: the output's name; the rest: bench arguments
 bench torch-float16 --backends torch --device cuda --dtype float16 --batch-sizes 1,32,128,512
 bench torch-bfloat16 --backends torch --device cuda --dtype bfloat16 --batch-sizes 32,128 --parity-texts 32
 if python3 -c 'import onnxruntime as ort, sys; sys.exit("CUDAExecutionProvider" not in ort.get_available_providers())'; then
-    bench onnx-cuda --backends torch,onnx --device cuda --dtype float16 --batch-sizes 32,128
+    bench onnx-cuda --backends torch,onnx --device cuda --dtype float32 --batch-sizes 32,128  # ONNX runs float32
 else
     echo "this host's onnxruntime has no CUDA provider (it needs onnxruntime-gpu): ONNX Runtime on CUDA not run" \
         | tee "$OUT/bench-onnx-cuda.txt"
