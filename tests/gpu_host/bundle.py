@@ -89,14 +89,14 @@ def download_wheels(requirements: list[str], out: Path) -> None:
 
 def pack_model(model_dir: Path, out: Path) -> None:
     """Every file of the model but its weights; the weights as int8 with an fp32 scale per GROUP weights of a row
-    (vectors, such as biases and norms, stay float32)."""
+    (vectors, such as biases and norms, and rows that GROUP does not divide stay float32)."""
     from safetensors.numpy import load_file, save_file
 
     shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns(WEIGHTS, "*.bin", "README.md"))
     packed = {}
     for name, weight in load_file(model_dir / WEIGHTS).items():
         weight = weight.astype(np.float32)
-        if weight.ndim < 2:
+        if weight.ndim < 2 or weight.shape[-1] % GROUP:
             packed[name] = weight
             continue
         groups = weight.reshape(*weight.shape[:-1], -1, GROUP)
