@@ -29,12 +29,19 @@ class BatchThroughput:
 
     profile: str
     batch_size: int
-    inputs_per_s: float
-    tokens_per_s: float
+    inputs: int
+    tokens: int  # real (unpadded) tokens
+    seconds: float  # the timed calls, whole
+    forward_seconds: float  # of those, in forward passes (pooling included, as the server counts them)
     p50_ms: float
-    forward_seconds: float = 0.0  # of the timed calls, in forward passes (pooling included, as the server counts)
-    inputs: int = 0
-    seconds: float = 0.0  # the timed calls, whole
+
+    @property
+    def inputs_per_s(self) -> float:
+        return self.inputs / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
 
 
 @dataclass
@@ -88,16 +95,8 @@ def time_batches(embedder: Embedder, profile: str, batch_size: int, pool: list[s
         inputs += len(batch)
         tokens += encoded.stats.real_tokens
         forward += sum(forward_pass.seconds for forward_pass in encoded.stats.forward_passes)
-    elapsed = sum(latencies)
     return BatchThroughput(
-        profile,
-        batch_size,
-        inputs / elapsed,
-        tokens / elapsed,
-        statistics.median(latencies) * 1000,
-        forward,
-        inputs,
-        elapsed,
+        profile, batch_size, inputs, tokens, sum(latencies), forward, statistics.median(latencies) * 1000
     )
 
 
