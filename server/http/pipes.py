@@ -31,9 +31,11 @@ _LONG_HEADER = struct.Struct("!Q")  # after a length of -1: the real length of a
 _READ_CHUNK = 1 << 20
 
 
+_NO_DIRECT_WRITER = -1  # the pipe could not be reopened: every put goes through the feeder
+
+
 class PipeQueue(Queue):
     _direct_fd: int | None = None  # per process: the pipe's write end, opened again non-blocking (Linux only)
-    _no_direct = False
 
     def __init__(self, ctx: BaseContext):
         super().__init__(ctx=ctx)
@@ -47,7 +49,8 @@ class PipeQueue(Queue):
 
     def _write_now(self, message: bytes) -> bool:
         fd = self._nonblocking_writer()
-        if fd is None or not self._sem.acquire(False):  # a bounded queue that is full: put's own path blocks on it
+        # A bounded queue that is full (no semaphore left): put's own path blocks on it.
+        if fd == _NO_DIRECT_WRITER or not self._sem.acquire(False):
             return False
         if not self._wlock.acquire(False):  # the feeder thread, or another process, is writing
             self._sem.release()
@@ -61,16 +64,16 @@ class PipeQueue(Queue):
         finally:
             self._wlock.release()
 
-    def _nonblocking_writer(self) -> int | None:
+    def _nonblocking_writer(self) -> int:
         """The write end as a new open file description: O_NONBLOCK on it leaves the feeder's blocking writes, which
-        share the original one, as they are."""
-        if self._direct_fd is None and not self._no_direct:
+        share the original one, as they are. _NO_DIRECT_WRITER where it cannot be reopened."""
+        if self._direct_fd is None:
             try:
                 if sys.platform != "linux":
                     raise OSError("no /proc/self/fd to reopen the pipe from")
                 self._direct_fd = os.open(f"/proc/self/fd/{self._writer.fileno()}", os.O_WRONLY | os.O_NONBLOCK)
             except OSError:
-                self._no_direct = True
+                self._direct_fd = _NO_DIRECT_WRITER
         return self._direct_fd
 
 

@@ -32,6 +32,15 @@ def test_a_small_put_is_written_by_the_caller_and_a_large_one_by_the_feeder_thre
     assert pipe.get(timeout=5) == large
 
 
+def test_where_the_pipe_cannot_be_reopened_every_put_goes_through_the_feeder(monkeypatch):
+    monkeypatch.setattr("server.http.pipes.sys.platform", "darwin")  # no /proc/self/fd there
+    pipe = PipeQueue(SPAWN)
+    pipe.put(("request", "a short text"))
+    assert pipe._thread is not None
+    pipe.put(("request", "another"))
+    assert [pipe.get(timeout=5) for _ in range(2)] == [("request", "a short text"), ("request", "another")]
+
+
 def test_a_full_pipe_never_blocks_the_caller_and_loses_nothing():
     pipe = PipeQueue(SPAWN)
     messages = [(number, "y" * 1000) for number in range(3000)]  # 3 MB: far past a pipe's buffer
