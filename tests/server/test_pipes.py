@@ -41,6 +41,26 @@ def test_where_the_pipe_cannot_be_reopened_every_put_goes_through_the_feeder(mon
     assert [pipe.get(timeout=5) for _ in range(2)] == [("request", "a short text"), ("request", "another")]
 
 
+class CountsItsPickling:
+    pickled = 0
+
+    def __init__(self, payload: str):
+        self.payload = payload
+
+    def __reduce__(self) -> tuple:
+        CountsItsPickling.pickled += 1
+        return CountsItsPickling, (self.payload,)
+
+
+@pytest.mark.parametrize("payload", ["a short text", "x" * 100_000], ids=["direct write", "through the feeder"])
+def test_each_put_pickles_its_object_once(payload):
+    CountsItsPickling.pickled = 0
+    pipe = PipeQueue(SPAWN)
+    pipe.put(CountsItsPickling(payload))
+    assert pipe.get(timeout=5).payload == payload
+    assert CountsItsPickling.pickled == 1
+
+
 def test_a_full_pipe_never_blocks_the_caller_and_loses_nothing():
     pipe = PipeQueue(SPAWN)
     messages = [(number, "y" * 1000) for number in range(3000)]  # 3 MB: far past a pipe's buffer
