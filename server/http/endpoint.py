@@ -19,7 +19,7 @@ from server.engine.embedder import Embedder
 from server.engine.errors import EmbeddingRejected
 from server.engine.requests import PreparedQuery, QueryResult, RequestLimits, embed_queries, prepare_query
 from server.http.errors import OpenAIError, error_response, from_rejection
-from server.http.litserver import DrainingBatchLoop, Expired, settle_garbage_collector
+from server.http.litserver import DrainingBatchLoop, Expired, read_hook_signatures_once, settle_garbage_collector
 from server.http.overload import BackendLoad, retry_after
 from server.http.schemas import EmbeddingRequest, embeddings_response
 from server.http.status import BackendStatus, ModelFacts
@@ -115,6 +115,7 @@ class EmbeddingAPI(ls.LitAPI):
             normalized=self.embedder.spec.normalize,
         )
         self.status.set_ready(self.embedder.backend.device, self.embedder.load_seconds, facts)
+        read_hook_signatures_once(self)
         settle_garbage_collector()
 
     def _sample_worker(self) -> None:

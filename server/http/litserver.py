@@ -19,12 +19,15 @@ free, so that a served comparison measures the frameworks and not the server (te
    `max_queue_wait` before its batch starts reaches `decode_request` as `Expired`, to be answered 503, not run.
 6. The garbage collector, once an HTTP process or a worker has started (`settle_garbage_collector`): what it loaded
    is frozen out of the collector's traversals, and young objects are collected less often.
+7. Hook signatures read once (`read_hook_signatures_once`): LitServe's loops call `inspect.signature` on every hook
+   call, to see whether the hook takes a `context`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import multiprocessing as mp
 import time
 from contextlib import asynccontextmanager
@@ -64,6 +67,30 @@ def settle_garbage_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+# The LitAPI hooks that LitServe's batched loop calls: decode and encode once per request, the rest once per batch.
+LOOP_HOOKS = ("decode_request", "batch", "predict", "unbatch", "encode_response")
+
+
+class KnownSignature:
+    """A hook with its signature taken once. inspect.signature returns an object's own `__signature__` at once: 1.4 us
+    rather than the 12-17 us of reading a bound method's, which LitServe's loops pay on every hook call (two per
+    request: 1.1% of a worker's time under single-text load, py-spy)."""
+
+    def __init__(self, hook: Any):
+        self.hook = hook
+        self.__signature__ = inspect.signature(hook)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.hook(*args, **kwargs)
+
+
+def read_hook_signatures_once(lit_api: ls.LitAPI) -> None:
+    """For a worker's LitAPI, in its setup: the hooks its loop calls become `KnownSignature`s (the HTTP process,
+    which reads decode_request's annotation to build the route, keeps the methods as they are)."""
+    for name in LOOP_HOOKS:
+        setattr(lit_api, name, KnownSignature(getattr(lit_api, name)))
 
 
 @dataclass

@@ -6,19 +6,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import inspect
 import queue
 import threading
 import time
 import types
 from contextlib import asynccontextmanager
 
+import litserve as ls
 import psutil
 import pytest
 import requests
-from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.loops.base import _SENTINEL_VALUE, _inject_context, _StopLoopError
 
 from server.http import litserver
-from server.http.litserver import DrainingBatchLoop, Expired, PipeTransport
+from server.http.litserver import DrainingBatchLoop, Expired, PipeTransport, read_hook_signatures_once
 from server.http.pipes import PipeQueue
 from tests.helpers import MODEL, start_server
 
@@ -100,6 +102,35 @@ def test_the_loop_waits_for_more_only_with_a_batch_timeout(monkeypatch):
 
     assert late_arrival(0.0) == ["first"]
     assert late_arrival(2.0) == ["first", "late"]
+
+
+class HookedAPI(ls.LitAPI):
+    def setup(self, device):
+        pass
+
+    def decode_request(self, request):
+        return request["input"]
+
+    def predict(self, inputs, context):
+        context["seen"] = inputs
+        return [text.upper() for text in inputs]
+
+    def encode_response(self, output):
+        return {"output": output}
+
+
+def test_hook_signatures_are_read_once_and_litserve_still_passes_context_only_where_taken():
+    lit_api = HookedAPI(max_batch_size=4)
+    before = {name: inspect.signature(getattr(lit_api, name)) for name in litserver.LOOP_HOOKS}
+    read_hook_signatures_once(lit_api)
+    for name in litserver.LOOP_HOOKS:
+        hook = getattr(lit_api, name)
+        assert inspect.signature(hook) is hook.__signature__ == before[name]  # not read again
+    context = {}
+    decoded = _inject_context(context, lit_api.decode_request, {"input": "a"})
+    assert _inject_context(context, lit_api.predict, [decoded, "b"]) == ["A", "B"]
+    assert context == {"seen": ["a", "b"]}
+    assert _inject_context(context, lit_api.encode_response, "A") == {"output": "A"}
 
 
 def test_pipe_transport_hands_every_response_to_the_event_loop_in_order():
