@@ -61,19 +61,17 @@ GROUP = 32
 
 def pinned(packages: tuple[str, ...], constraints: Path) -> list[str]:
     """`name==version` for each package, from the constraints file (names compared as pip compares them)."""
-
-    def canonical(name: str) -> str:
-        return name.lower().replace("_", "-").replace(".", "-")
+    from packaging.utils import canonicalize_name
 
     pins = {}
     for line in constraints.read_text().splitlines():
         name, sep, version = line.partition("==")
         if sep and not line.startswith("#"):
-            pins[canonical(name.strip())] = version.strip()
-    missing = [p for p in packages if canonical(p) not in pins]
+            pins[canonicalize_name(name.strip())] = version.strip()
+    missing = [p for p in packages if canonicalize_name(p) not in pins]
     if missing:
         raise SystemExit(f"no pin in {constraints} for {', '.join(missing)}: run `make constraints`")
-    return [f"{p}=={pins[canonical(p)]}" for p in packages]
+    return [f"{p}=={pins[canonicalize_name(p)]}" for p in packages]
 
 
 def download_wheels(requirements: list[str], out: Path) -> None:
