@@ -140,6 +140,13 @@ def build_standin_image(work: Path) -> str:
     return STANDIN_IMAGE
 
 
+def prune_replaced_test_images() -> None:
+    """Removes the images this suite built on the stand-in base and has since replaced: every build gets a new image
+    under the same tag, and the old one, left untagged, kept 2.5 GB per `make test` on a developer's disk (a full
+    disk failed the compose tests' build). Images built from a real base do not carry the stand-in's label."""
+    docker_output("image", "prune", "--force", "--filter", f"label={STANDIN_RECIPE_LABEL}")
+
+
 def compose_cli() -> list[str]:
     """Compose v2 (`docker compose`) where it is installed, else docker-compose 1.29 (Debian bookworm's)."""
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:

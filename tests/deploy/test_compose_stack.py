@@ -21,12 +21,14 @@ import requests
 from loadtest.server_metrics import MetricsSnapshot
 from tests.deploy.docker_stack import (
     STANDIN_IMAGE,
+    STANDIN_RECIPE_LABEL,
     Compose,
     build_standin_image,
     container_log,
     docker_engine,
     docker_output,
     image_bytes,
+    prune_replaced_test_images,
 )
 from tests.helpers import ROOT, settled_scrape
 
@@ -77,6 +79,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
         build_standin_image(work)
         stack = Compose(PROJECT, {"STANDIN_IMAGE": STANDIN_IMAGE, "EMBEDSERVE_API_KEY": API_KEY})
         stack.run("build")
+        prune_replaced_test_images()
         print(f"\nstand-in base and images built in {time.monotonic() - started:.0f} s with {' '.join(stack.cli)}")
         try:
             yield stack
@@ -93,6 +96,14 @@ def stack(compose: Compose) -> Compose:
     compose.run("up", "-d")
     wait_until(lambda: answers(f"{SERVER}/ready"), "the composed server ready", timeout=420)
     return compose
+
+
+def test_a_rebuild_leaves_no_replaced_image_behind(compose):
+    replaced = docker_output(
+        "images", "--quiet", "--filter", "dangling=true", "--filter", f"label={STANDIN_RECIPE_LABEL}"
+    )
+    assert replaced == "", "images of earlier builds, untagged by this one, are still on disk"
+    assert image_bytes(IMAGE) > 0, "the image this build tagged is kept"
 
 
 def test_the_cpu_image_is_deploy_dockerfile_without_cuda_and_with_every_cpu_backend(compose):
