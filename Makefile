@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/python -m loadtest.demo
 
 test: $(STAMP) tools lint
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -48,7 +48,7 @@ bench: $(STAMP)
 
 # What a GPU host without network needs for the CUDA checks (tests/gpu_host/check.sh runs them there).
 gpu-bundle: $(STAMP)
-	$(BIN)/python -m tests.gpu_host.bundle pack .gpu
+	$(BIN)/python -m tools.gpu_bundle pack .gpu
 
 tools:
 	@for tool in $(TOOLS); do \

@@ -20,7 +20,7 @@ constraints=$(dirname "$0")/constraints.txt
 "$venv/bin/pip" install -c "$constraints" ${EDITABLE:+-e} ".[$extras]"
 # The candle and ort backends (extra `rust`, part of dev): embed-anything's wheel pins onnxruntime==1.22.0, which its
 # Rust code does not need (its ONNX path loads the libonnxruntime of whatever onnxruntime is installed), so it is
-# installed without its dependencies and the project's onnxruntime stays (tests/server/test_rust_backends.py).
+# installed without its dependencies and the project's onnxruntime stays (tests/server/backends/test_rust.py).
 case ",$extras," in
     *,rust,*|*,dev,*)
         "$venv/bin/pip" install --no-deps "embed-anything==0.7.1"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.bench import run_bench
-from loadtest.cells import Cell
-from loadtest.launcher import ServerProcess
-from loadtest.report import write_report
+from loadtest.bench.run import run_bench
+from loadtest.probe.launcher import ServerProcess
+from loadtest.report.page import write_report
 from loadtest.settings import BenchSettings, ReportSettings, SweepSettings
-from loadtest.sweep import grid, run_sweep
+from loadtest.sweep.cells import Cell
+from loadtest.sweep.run import grid, run_sweep
 from server.settings import DEFAULT_MODEL
 
 BACKENDS = ("torch", "onnx", "openvino")

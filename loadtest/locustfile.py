@@ -9,7 +9,7 @@ runs send the same requests. Every response is checked (status, one embedding pe
 anything else is a Locust failure with its reason. A server run with API keys gets `--api-key` (EMBEDSERVE_API_KEY).
 
 Locust's users are closed loop (each waits for its answer before it sends again). Open-loop arrivals at a fixed
-rate are `embedserve sweep --rates` (loadtest/open_cell.py).
+rate are `embedserve sweep --rates` (loadtest/sweep/open_cell.py).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.runners import WorkerRunner
 
-from loadtest.api_key import API_KEY_ENV, authorization
-from loadtest.checks import FAILED, PASSED, SHED_MARK, embeddings_failure
-from loadtest.corpus import PROFILES, texts, window
-from loadtest.discovery import Served, parse_models
-from loadtest.http_load import SHED
+from corpus.texts import PROFILES, texts, window
+from loadtest.client.api_key import API_KEY_ENV, authorization
+from loadtest.client.checks import FAILED, PASSED, SHED_MARK, embeddings_failure
+from loadtest.client.http_load import SHED
+from loadtest.probe.discovery import Served, parse_models
 
 POOL_SIZE = 1024
 # A request the server shed (503 server_overloaded) is counted under its path with this suffix: a row of its own in

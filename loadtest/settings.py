@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import CliImplicitFlag, CliPositionalArg
+from pydantic_settings import CliPositionalArg
 
-from loadtest.arrivals import Arrival
-from loadtest.corpus import PROFILES, TextProfile
+from corpus.texts import PROFILES, TextProfile
+from loadtest.client.arrivals import Arrival
 from server.settings import DEFAULT_MODEL, CommaList, Duration, EngineSettings, SettingsBase
 
 PROFILES_HELP = "text lengths, comma separated: " + "; ".join(f"{name} {about}" for name, about in PROFILES.items())
@@ -78,14 +78,14 @@ class SweepSettings(ServerClientSettings):
     encoding_format: Literal["float", "base64"] = Field("float", description="encoding_format of the requests")
     dimensions: int | None = Field(None, ge=1, description="Matryoshka dimensions to request")
     seed: int = Field(0, description="seed of the text choice: the same seed sends the same requests")
-    find_max: CliImplicitFlag[bool] = Field(
+    find_max: bool = Field(
         False,
         description="saturation search: per backend, raise the load (users, or the rate with --rates) until p99 "
         "breaks --slo-ms or requests fail",
     )
     max_concurrency: int = Field(256, ge=1, description="highest concurrency --find-max tries")
     max_rate: float = Field(4096.0, gt=0, description="highest rate --find-max tries (open loop)")
-    generator_capacity: CliImplicitFlag[bool] = Field(
+    generator_capacity: bool = Field(
         False, description="first measure and print the highest rate one open-loop generator process holds here"
     )
     locust_processes: int = Field(1, ge=1, description="Locust processes per cell (--processes), for heavy loads")
@@ -126,7 +126,7 @@ class SoakSettings(ServerClientSettings):
     slo_ms: float = Field(1000.0, gt=0, description="latency objective of the goodput figure")
     sample_seconds: float = Field(5.0, gt=0, description="how often the server's memory is read")
     seed: int = Field(0, description="seed of texts, sizes, bad requests and arrivals")
-    overload: CliImplicitFlag[bool] = Field(
+    overload: bool = Field(
         False,
         description="the overload scenario: a probe at --rate, which must be past capacity (what the server admits "
         "then is its capacity), then 80% of that capacity and twice it, each --duration long, with a summary",

@@ -1,6 +1,7 @@
 """One typed place for configuration: CLI flags > EMBEDSERVE_* environment > YAML file > defaults.
 
-The YAML file is named by ``--config PATH`` or ``EMBEDSERVE_CONFIG``; its keys are the field names below.
+The YAML file is named by ``--config PATH`` or ``EMBEDSERVE_CONFIG``; its keys are the field names below. Booleans
+are flags on the command line: ``--trust-remote-code`` alone, ``--no-allow-export`` to turn one off.
 """
 
 from __future__ import annotations
@@ -8,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
+    CliApp,
+    CliSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -62,6 +66,8 @@ class SettingsBase(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EMBEDSERVE_",
         cli_kebab_case=True,
+        # One flag style for the whole CLI: `--trust-remote-code`, `--no-allow-export`.
+        cli_implicit_flags=True,
         extra="ignore",
         protected_namespaces=(),
     )
@@ -79,6 +85,28 @@ class SettingsBase(BaseSettings):
         if config_path := os.environ.get(CONFIG_ENV):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
         return tuple(sources)
+
+
+Parsed = TypeVar("Parsed", bound=BaseSettings)
+
+
+def take_config_flag(argv: list[str]) -> list[str]:
+    """`--config FILE` anywhere on the line names the YAML file every settings class reads (EMBEDSERVE_CONFIG)."""
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            os.environ[CONFIG_ENV] = argv[index + 1]
+            return argv[:index] + argv[index + 2 :]
+        if arg.startswith("--config="):
+            os.environ[CONFIG_ENV] = arg.partition("=")[2]
+            return argv[:index] + argv[index + 1 :]
+    return argv
+
+
+def parse_cli(settings_class: type[Parsed], prog: str, argv: list[str] | None = None) -> Parsed:
+    """A settings object from a command line (sys.argv by default), for a module run as a program of its own."""
+    args = take_config_flag(list(sys.argv[1:] if argv is None else argv))
+    source = CliSettingsSource(settings_class, cli_prog_name=prog)
+    return CliApp.run(settings_class, cli_args=args, cli_settings_source=source)
 
 
 class EngineSettings(SettingsBase):

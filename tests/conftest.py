@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.launcher import ServerProcess
+from loadtest.probe.launcher import ServerProcess
 from tests.helpers import MODEL, ROOT, start_server
 
 # No model hub here or in CI: everything loads from local files.
@@ -100,7 +100,7 @@ def exported(cache_dir: Path) -> Path:
             [
                 sys.executable,
                 "-m",
-                "server.cli",
+                "cli",
                 "export",
                 "--model",
                 MODEL,
@@ -127,6 +127,41 @@ def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     )
     yield running
     running.stop()
+
+
+# Fixtures that export models or start servers: a test that uses one must be marked slow, so that `make test-fast`
+# stays fast.
+SLOW_FIXTURES = {"exported", "compose_images"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that exports or serves is marked slow; the compose tests run last, their images built in the
+    background meanwhile (`compose_images`)."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests that export or serve without the slow marker: {unmarked}")
+    items.sort(key=lambda item: item.get_closest_marker("compose") is not None)
+
+
+@pytest.fixture(scope="session")
+def compose_images(tmp_path_factory: pytest.TempPathFactory):
+    from tests.deploy.docker_stack import ImagesInBackground
+
+    build = ImagesInBackground(tmp_path_factory.mktemp("compose"))
+    build.start()
+    yield build
+    build.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compose_images_build_from_the_start(request: pytest.FixtureRequest) -> None:
+    """When the compose tests are among those to run, their images start building with the first test."""
+    if any(item.get_closest_marker("compose") for item in request.session.items):
+        request.getfixturevalue("compose_images")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.launcher import ServerProcess
+from loadtest.probe.launcher import ServerProcess
 from server.settings import DEFAULT_MODEL
 
 MODEL = DEFAULT_MODEL
@@ -73,7 +73,7 @@ def require_tool(name: str, how: str) -> str:
 def settled_scrape(url: str, settled, timeout: float = 10.0):
     """The server's metrics once `settled(snapshot)` holds, polled until a deadline (never a fixed sleep); the last
     snapshot when it does not hold by then, for the test's assertions to say what was seen."""
-    from loadtest.server_metrics import MetricsSnapshot
+    from loadtest.probe.metrics_scrape import MetricsSnapshot
 
     deadline = time.monotonic() + timeout
     while True:

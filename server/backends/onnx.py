@@ -31,7 +31,7 @@ class OnnxBackend:
             options.intra_op_num_threads = settings.cpu_threads
         if not device.startswith("cuda"):
             # Memory patterns plan and hold one block per input shape seen; under varied traffic they kept a worker
-            # 8% above its steady level after a burst (0.7% without), for no measurable speed on MiniLM.
+            # above its steady level after a burst, for no measurable speed on MiniLM.
             options.enable_mem_pattern = False
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -47,8 +47,8 @@ class OnnxBackend:
         self.device = device if first.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self._run_options = ort.RunOptions()
         if self.device == "cpu":
-            # The CPU arena otherwise keeps the peak of the largest pass ever run (480 MB after a few batches of long
-            # texts on MiniLM); shrinking it after each run returns that memory, for a few % of a long pass's time.
+            # The CPU arena otherwise keeps the peak of the largest pass ever run; shrinking it after each run
+            # returns that memory, for a small share of a long pass's time.
             self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         if self._session is not None:
             self._input_names = [i.name for i in self._session.get_inputs()]

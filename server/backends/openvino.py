@@ -8,15 +8,15 @@ import numpy as np
 import openvino as ov
 
 from server.backends.base import BackendVariant, Quantization, TokenBatch, runtime_inputs, tower_files, tower_inputs
-from server.backends.cpu import cpu_flags
+from server.hardware import cpu_flags
 from server.settings import EngineSettings
 
 
 class OpenVinoBackend:
     artefact = "openvino"
     caches_per_shape = True  # compiled kernels per shape (CPU_RUNTIME_CACHE)
-    # ~0.2 MiB per new (rows, length) shape, never given back (five times as fast with CPU_RUNTIME_CACHE_CAPACITY 0,
-    # which rebuilds executors): under mixed traffic the worker grew 350 -> 400 MiB over 270 shapes in 2.5 minutes.
+    # Memory kept for every new (rows, length) shape and never given back (faster still with
+    # CPU_RUNTIME_CACHE_CAPACITY 0, which rebuilds executors): under mixed traffic the worker grows with each shape.
     memory_per_shape = True
     runtime = ("openvino", ov.__version__.partition("-")[0])
 
@@ -65,6 +65,6 @@ class OpenVinoBackend:
 def float_precision(quantize: Quantization, flags: frozenset[str]) -> str:
     """The precision of the float ops. fp32 models keep f32: CPUs with AVX512-BF16 otherwise run them in bf16 by
     default and lose fp32 parity. The calibrated int8 variant is lossy already, so its float ops (attention above
-    all) run in bf16 where AMX runs bf16 matrix products (MiniLM long texts at batch 32: 114 -> 146 inputs/s, min
-    cosine 0.992 either way). With AVX512-BF16 alone, bf16 was slower than f32 (short 0.96x, long 0.89x)."""
+    all) run in bf16 where AMX runs bf16 matrix products, faster there at the same parity. With AVX512-BF16 alone,
+    bf16 was slower than f32."""
     return "bf16" if quantize == "int8" and "amx_bf16" in flags else "f32"

@@ -4,8 +4,8 @@ The names below are its public entry points, the only ones the load-testing side
 measures the engine in-process, the very code the server runs).
 """
 
-from server.backends.cpu import cpu_flags  # what the backends choose kernels by; the bench prints it
-from server.engine.embedder import Embedder, Encoded, ForwardStats, resolve_device
+from server.engine.embedder import Embedder, Encoded, ForwardStats
 from server.engine.models import resolve_model_dir
+from server.hardware import cpu_flags, resolve_device  # what the backends choose kernels by; the bench prints it
 
 __all__ = ["Embedder", "Encoded", "ForwardStats", "cpu_flags", "resolve_device", "resolve_model_dir"]

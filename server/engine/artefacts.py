@@ -2,8 +2,8 @@
 into the cache (optionally int8), like TEI's `init_backend`: the backends only ever receive a folder.
 
 Exporting needs torch and optimum; serving an artefact needs only its runtime. A missing artefact is therefore
-exported by the exporter (`server.engine.export`) in a child process, `embedserve export`, so that a server of ONNX
-backends never imports torch.
+exported by the exporter in a child process of its own (`python -m server.engine.export`, which `embedserve export`
+runs too), so that a server of ONNX backends never imports torch.
 """
 
 from __future__ import annotations
@@ -62,8 +62,7 @@ def ensure_artefact(settings: EngineSettings, runtime: str, quantize: str) -> Pa
     command = [
         sys.executable,
         "-m",
-        "server.cli",
-        "export",
+        "server.engine.export",
         "--model",
         settings.model,
         "--backend",

@@ -6,8 +6,6 @@ Used by the server's inference workers and by `embedserve bench`, so both measur
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -29,20 +27,10 @@ from server.engine.pooling import l2_normalize, pool
 from server.engine.projection import load_projection, project
 from server.engine.sparse import SparseHead, lexical_weights
 from server.engine.tokenization import TextTokenizer, Tokenized
+from server.hardware import resolve_device
 from server.settings import EngineSettings
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(requested: str) -> str:
-    """`auto` means the first CUDA GPU when one is visible, decided without importing torch."""
-    if requested == "cuda":
-        return "cuda:0"
-    if requested == "auto" and shutil.which("nvidia-smi"):
-        probe = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-        if probe.returncode == 0 and "GPU" in probe.stdout:
-            return "cuda:0"
-    return "cpu"
 
 
 @dataclass(frozen=True)
@@ -166,9 +154,9 @@ class Embedder:
 
     def tokenize_texts(self, texts: list[str], input_type: str | None = None) -> Tokenized:
         prompt = self.spec.prompts.get(input_type or "", "")
-        return self.tokenizer.encode_texts([prompt + text for text in texts] if prompt else texts)
+        return self.tokenizer.tokenize([prompt + text for text in texts] if prompt else texts)
 
-    def encode(self, id_lists: list[list[int]], sparse: bool = False) -> Encoded:
+    def embed_token_ids(self, id_lists: list[list[int]], sparse: bool = False) -> Encoded:
         """Dense embeddings and, with `sparse` (models with a sparse head), lexical weights, from one forward."""
         if sparse and self.sparse_head is None:
             raise ValueError(f"{self.spec.id} has no sparse head")
@@ -225,9 +213,6 @@ class Embedder:
             stats.forward_passes.append(ForwardPass(len(chunk), 0, 0, time.perf_counter() - started))
         return Encoded(l2_normalize(np.concatenate(outputs)), stats)
 
-    def encode_texts(self, texts: list[str], input_type: str | None = None) -> Encoded:
-        return self.encode(self.tokenize_texts(texts, input_type).ids)
-
-    def embed_texts(self, texts: list[str], input_type: str | None = None) -> np.ndarray:
-        """Unit-length (when the model normalises) float32 embeddings [inputs, dims], in input order."""
-        return self.encode_texts(texts, input_type).dense
+    def embed_texts(self, texts: list[str], input_type: str | None = None) -> Encoded:
+        """Texts, with the model's prompt for `input_type`: `.dense` holds [inputs, dims] float32, in input order."""
+        return self.embed_token_ids(self.tokenize_texts(texts, input_type).ids)

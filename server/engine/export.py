@@ -1,13 +1,15 @@
 """The exporter: a Hugging Face model -> an ONNX / OpenVINO artefact (optionally int8) in the cache.
 
-A tool the engine calls (`embedserve export`, run in a child process by `artefacts.ensure_artefact`); it needs torch
-and optimum, which a server never imports for it.
+A tool the engine calls: `python -m server.engine.export` (what `embedserve export` runs too), in a child process
+started by `artefacts.ensure_artefact`; it needs torch and optimum, which a server never imports for it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -15,14 +17,38 @@ from pathlib import Path
 from server.backends.base import TOWERS
 from server.engine.artefacts import EXPORT_VERSION, MARKER, artefact_dir, is_complete
 from server.engine.quantization import calibration_batches, quantize_onnx, quantize_openvino
-from server.settings import ExportSettings
+from server.settings import ExportSettings, parse_cli
+
+# Another seed than the bench's parity texts, which judge what this calibrates.
+CALIBRATION_SEED = 2024
+CALIBRATION_TEXTS = 256
+
+
+def calibration_texts(settings: ExportSettings) -> list[str]:
+    """--calibration-file's lines, else texts of the shared corpus (single words to 400-word passages)."""
+    if settings.calibration_file:
+        return [line for line in settings.calibration_file.read_text().splitlines() if line.strip()]
+    from corpus.texts import varied_texts
+
+    return varied_texts(CALIBRATION_TEXTS, seed=CALIBRATION_SEED)
+
+
+def run_export(settings: ExportSettings) -> Path:
+    """`embedserve export` and the engine's child process: export, then print the artefact's folder."""
+    print(
+        f"exporting {settings.model} for {settings.backend} (quantize={settings.quantize}) ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    target = export(settings, calibration_texts(settings))
+    print(target)
+    return target
 
 
 def export(settings: ExportSettings, calibration_texts: list[str] | None = None) -> Path:
     """Write the artefact for one model/runtime/quantisation; atomic: a half-written export is never used.
 
-    `calibration_texts`: what int8 calibrates on (`embedserve export` passes --calibration-file's lines, else texts
-    from the load-testing corpus)."""
+    `calibration_texts`: what int8 calibrates on (`run_export` passes `calibration_texts(settings)`)."""
     from server.engine.models import is_dual_encoder, resolve_model_dir
 
     target = artefact_dir(settings.cache, settings.model, settings.backend, settings.quantize)
@@ -168,3 +194,8 @@ def _export_towers_openvino(
     for tower in TOWERS:
         openvino.save_model(openvino.convert_model(onnx_dir / f"{tower}.onnx"), out / f"{tower}.xml")
     return {"openvino": openvino.__version__}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_export(parse_cli(ExportSettings, "python -m server.engine.export"))

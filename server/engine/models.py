@@ -174,6 +174,8 @@ def spec_from_files(model: str, model_dir: Path) -> ModelSpec:
         padding_side="left" if pooling == "last" else "right",
         dense_layers=dense_layers,
         sparse_head=next((name for name in SPARSE_HEAD_FILES if (model_dir / name).is_file()), None),
+        # A config that maps its classes to modules beside it ships its own modelling code: it runs only with consent.
+        trust_remote_code=bool(config.get("auto_map")),
     )
 
 

@@ -1,10 +1,10 @@
 """Int8 with a calibration set, for the exporter: the calibration batches, SmoothQuant for ONNX Runtime, and NNCF's
-static quantization for OpenVINO. Chosen by measurement on MiniLM (the closing note of issue 11 has the table):
+static quantization for OpenVINO, each chosen by measurement on MiniLM (docs/results has the figures):
 
 - ONNX Runtime: dynamic int8 of every MatMul, with int8 weights (signed: u8 activations x s8 weights is the pair its
   VNNI and AMX kernels take; u8 weights ran no faster than fp32). Per-batch activation ranges alone clip the
-  feed-forward outliers (min cosine 0.985 against fp32); SmoothQuant (alpha 0.7) first moves them into the weights,
-  calibrated on real inputs: 0.991, at 1.9x fp32 PyTorch on short texts. Static QDQ was slower and worse here.
+  feed-forward outliers; SmoothQuant (alpha 0.7) first moves them into the weights, calibrated on real inputs.
+  Static QDQ was slower and less exact.
 - OpenVINO: NNCF's static quantization (transformer model type, mixed preset, which applies SmoothQuant itself),
   with attention's ScaledDotProductAttention left to the plugin, which runs it in bf16 on CPUs that have it.
 """
@@ -28,7 +28,7 @@ def calibration_batches(model: str, model_dir: Path, texts: list[str], input_nam
     """The graph's feeds for `texts`: sorted by length into batches of 8, padded as the server pads them."""
     spec = load_spec(model, model_dir)
     tokenizer = TextTokenizer(model_dir, spec.max_tokens)
-    ids = sorted(tokenizer.encode_texts(texts).ids, key=len)
+    ids = sorted(tokenizer.tokenize(texts).ids, key=len)
     return [
         runtime_inputs(
             pad_batch(ids[start : start + CALIBRATION_BATCH], tokenizer.pad_id, spec.padding_side), input_names

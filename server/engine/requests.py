@@ -132,7 +132,7 @@ def embed_queries(embedder: Embedder, queries: list[PreparedQuery]) -> tuple[lis
     stats = ForwardStats()
     texts = images = None
     if all_ids:
-        texts = embedder.encode(all_ids, sparse=any(query.sparse for query in queries))
+        texts = embedder.embed_token_ids(all_ids, sparse=any(query.sparse for query in queries))
         stats.forward_passes += texts.stats.forward_passes
     if all_images:
         images = embedder.embed_images(all_images)

@@ -71,7 +71,7 @@ class TextTokenizer:
                 return framed[:start], framed[start + len(bare) :]
         return [], []
 
-    def encode_texts(self, texts: list[str]) -> Tokenized:
+    def tokenize(self, texts: list[str]) -> Tokenized:
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
         return Tokenized(
             ids=[encoding.ids for encoding in encodings],
@@ -81,7 +81,7 @@ class TextTokenizer:
     def decode(self, id_lists: list[list[int]]) -> list[str]:
         """The texts of token ids, special tokens left out: what a runtime with its own tokenizer is given. Exact
         for WordPiece (BERT), whose pre-tokenizer splits at spaces and punctuation anyway: the text of the ids
-        tokenizes back to the same ids (tests/server/test_rust_backends.py checks it)."""
+        tokenizes back to the same ids (tests/server/backends/test_rust.py checks it)."""
         return self._tokenizer.decode_batch(id_lists, skip_special_tokens=True)
 
     def frame_token_ids(self, id_lists: list[list[int]]) -> Tokenized:

@@ -1,8 +1,8 @@
 """Requests and responses between the server's processes over pipes, with no thread between the pipe and its user.
 
 A `multiprocessing.Queue` hands every put to a feeder thread, which pickles and writes it; LitServe's responses were
-read by a thread too. In the HTTP process both threads contend with the event loop for the GIL on every request: under
-single-text load the HTTP process spent 0.92 ms of CPU per request with them and 0.70 ms without.
+read by a thread too. In the HTTP process both threads contend with the event loop for the GIL on every request,
+which showed as CPU per request under single-text load.
 
 - `PipeQueue.put` writes a message of up to PIPE_BUF bytes itself, when the pipe has room for it and no other writer
   holds the queue's lock: one non-blocking write, which the kernel makes all or nothing. Anything else (a larger

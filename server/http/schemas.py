@@ -76,7 +76,7 @@ class EmbeddingRequest(BaseModel):
     # Stamped when the HTTP process has parsed the body; travels with the request to the inference worker, where
     # it gives the queue wait. CLOCK_MONOTONIC is one clock for every process on a Linux host.
     _received_at: float = PrivateAttr(default_factory=time.monotonic)
-    # Its estimated tokens, set by admission in the HTTP process (server/http/overload.py); travels to the worker,
+    # Its estimated tokens, set by admission in the HTTP process (server/http/admission.py); travels to the worker,
     # whose throughput is measured in the same unit. Private: a client cannot set it.
     _cost: float = PrivateAttr(default=0.0)
 
@@ -94,7 +94,7 @@ class EmbeddingRequest(BaseModel):
 
     def __repr_args__(self):
         """The number of inputs, not the inputs: LitServe formats every request into a debug message, whether debug
-        logging is on or not, and for 2048 long texts that was a 2 MB string and 8 ms of the HTTP event loop."""
+        logging is on or not, and for thousands of long texts that string holds up the HTTP event loop."""
         yield "inputs", len(self.inputs())
         for name in type(self).model_fields:
             if name != "input":

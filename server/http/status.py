@@ -8,7 +8,6 @@ any HTTP process. Shared memory, because LitServe spawns the workers and forks t
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
@@ -17,12 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from server.http.errors import ErrorResponse, OpenAIError
+from server.http.processes import SPAWN
 
 LOADING, READY, FAILED = 0, 1, 2
 _STATE_NAMES = {LOADING: "loading", READY: "ready", FAILED: "failed"}
 _DETAIL_BYTES = 2048
-# Spawn context: LitServe starts inference workers with spawn, and a fork-context lock cannot follow them.
-_SPAWN = mp.get_context("spawn")
 
 
 @dataclass
@@ -52,7 +50,7 @@ class BackendStatus:
 
     @classmethod
     def create(cls) -> BackendStatus:
-        return cls(_SPAWN.Value("i", LOADING), _SPAWN.Array("c", _DETAIL_BYTES))
+        return cls(SPAWN.Value("i", LOADING), SPAWN.Array("c", _DETAIL_BYTES))
 
     def _write(self, state: int, detail: dict) -> None:
         encoded = json.dumps(detail).encode()[: _DETAIL_BYTES - 1]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.http.server import build_server
+from server.http.app import build_server
 from server.settings import ServeSettings
 from tests.helpers import ROOT, require_tool
 

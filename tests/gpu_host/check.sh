@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA checks and GPU figures on a GPU host without network, from the bundle that `make gpu-bundle` builds in
-# .gpu/ (tests/gpu_host/bundle.py). Run there, from the repository root with .gpu/ beside it:
+# .gpu/ (tools/gpu_bundle.py). Run there, from the repository root with .gpu/ beside it:
 #
 #   bash tests/gpu_host/check.sh
 #
@@ -17,7 +17,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     || { echo "error: the bundle's wheels do not install on this host" >&2; exit 1; }
 export PYTHONPATH="$SITE:$PWD" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export EMBEDSERVE_CACHE=/tmp/embedserve-cache
-python3 -m tests.gpu_host.bundle unpack .gpu/minilm "$MODEL" || exit 1
+python3 -m tools.gpu_bundle unpack .gpu/minilm "$MODEL" || exit 1
 
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
@@ -27,13 +27,13 @@ print("python", __import__("sys").version.split()[0], "torch", torch.__version__
 print("transformers", transformers.__version__, "onnxruntime", ort.__version__, ort.get_available_providers())'
 } 2>&1 | tee "$OUT/env.txt"
 
-EMBEDSERVE_TEST_MODEL_DIR=$MODEL python3 -m pytest -p no:cacheprovider -q -rs tests/server/test_gpu.py 2>&1 \
+EMBEDSERVE_TEST_MODEL_DIR=$MODEL python3 -m pytest -p no:cacheprovider -q -rs tests/server/backends/test_gpu.py 2>&1 \
     | tee "$OUT/tests.txt"
 
 bench() {  # $1: the output's name; the rest: bench arguments
     local name=$1
     shift
-    python3 -m server.cli bench --model "$MODEL" --served-backends '' --seconds 3 "$@" 2>&1 | tee "$OUT/bench-$name.txt"
+    python3 -m cli bench --model "$MODEL" --served-backends '' --seconds 3 "$@" 2>&1 | tee "$OUT/bench-$name.txt"
 }
 bench torch-float16 --backends torch --device cuda --dtype float16 --batch-sizes 1,32,128,512
 bench torch-bfloat16 --backends torch --device cuda --dtype bfloat16 --batch-sizes 32,128 --parity-texts 32

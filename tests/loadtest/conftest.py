@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.echo_server import echo_server_process
+from loadtest.client.echo_server import echo_server_process
 
 
 @pytest.fixture(scope="session")

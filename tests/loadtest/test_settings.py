@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic_settings import CliApp
 
 from loadtest.settings import SoakSettings, SweepSettings
-from loadtest.sweep import grid
+from loadtest.sweep.run import grid
 
 
 def test_switches_need_no_value_and_rates_make_an_open_loop_grid():

@@ -17,9 +17,9 @@ import pytest
 import requests
 import yaml
 
-from loadtest.corpus import texts
-from loadtest.launcher import free_port
-from loadtest.server_metrics import MetricsSnapshot
+from corpus.texts import texts
+from loadtest.probe.launcher import free_port
+from loadtest.probe.metrics_scrape import MetricsSnapshot
 from monitoring.dashboards import DASHBOARD_DIR, GPU_PANELS, panel_queries
 from tests.helpers import MODEL, ROOT, metrics_dir_of, require_tool, settled_scrape, start_server
 

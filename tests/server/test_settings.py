@@ -33,14 +33,14 @@ def test_backend_variants_parse_and_unknown_ones_fail():
 
 def test_serve_help_documents_every_setting():
     out = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "cli", "serve", "--help"], capture_output=True, text=True, check=True
     ).stdout
     for name in ServeSettings.model_fields:
         assert f"--{name.replace('_', '-')}" in out, name
 
 
 def test_a_backend_listed_twice_or_a_default_backend_not_served_is_refused_before_anything_starts():
-    from server.http.server import build_server
+    from server.http.app import build_server
 
     with pytest.raises(ValueError, match="listed twice"):
         build_server(ServeSettings(backends=["onnx", "onnx"]))

@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtest.corpus import varied_texts
+from corpus.texts import varied_texts
 
 VOCAB = 1000
 MINILM_FILES = ("tokenizer.json", "vocab.txt", "special_tokens_map.json", "tokenizer_config.json")

@@ -1,0 +1,136 @@
+"""`embedserve bench`: every figure of the README's benchmark section, from one command.
+
+In-process, each backend runs in a fresh child process, one after another, so that its peak RSS is its own and no
+two backends compete for cores: throughput per text profile and batch size (the very `Embedder` the server runs),
+parity against sentence-transformers and top-10 retrieval overlap with it, peak RSS. Served (served_bench.py), the
+same backends behind one real server: idle CPU, throughput against the in-process figure, CPU per process role,
+memory. Ratios are between figures of the same run, and the CPU's instruction sets head the report: int8 speed
+depends on them, so a figure from another machine compares with nothing here.
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from corpus.texts import varied_texts
+from loadtest.bench.in_process import BackendRun, measure_backend
+from loadtest.bench.quality import RetrievalSet, min_cosine, top_k_overlap
+from loadtest.bench.served import ServedReport, format_served, measure_served
+from loadtest.probe.environment import describe_cpu, gpus, instruction_sets, int8_dot_product
+from loadtest.processes import SPAWN
+from loadtest.settings import BenchSettings
+from server.engine import resolve_device, resolve_model_dir
+
+
+def _reference_vectors(model: str, texts: list[str], device: str) -> np.ndarray | str:
+    """sentence-transformers' own output for the same texts (fp32): the reference of parity and retrieval."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return "sentence-transformers is not installed (pip install embedserve[dev])"
+    model_dir = resolve_model_dir(model)
+    st_device = "cuda" if device.startswith("cuda") else "cpu"
+    try:
+        reference = SentenceTransformer(str(model_dir), device=st_device)
+        return reference.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+    except Exception as exc:  # noqa: BLE001 - parity is reported as not measured, the throughput table stands
+        return f"sentence-transformers could not run {model}: {type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A backend's embeddings against sentence-transformers' (fp32) for the same texts."""
+
+    parity: float  # the worst cosine over the parity texts
+    top10: float  # the share of each query's top 10 documents that the reference's top 10 also holds
+
+
+@dataclass
+class BenchReport:
+    runs: list[BackendRun]
+    quality: dict[str, Quality] = field(default_factory=dict)  # by backend
+    quality_error: str = ""  # why quality was not measured, when it was not
+    served: ServedReport | None = None
+
+
+def run_bench(settings: BenchSettings) -> BenchReport:
+    """Every figure of the bench, printed as it is measured, and returned."""
+    parity_texts = varied_texts(settings.parity_texts)
+    retrieval = RetrievalSet.from_corpus()
+    report = BenchReport([])
+    for backend in settings.backends:
+        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
+        with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN) as pool:
+            report.runs.append(pool.submit(measure_backend, settings, backend, parity_texts, retrieval).result())
+    with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN) as pool:
+        reference = pool.submit(
+            _reference_vectors, settings.model, parity_texts + retrieval.all_texts, resolve_device(settings.device)
+        ).result()
+    if isinstance(reference, str):
+        report.quality_error = reference
+    else:
+        report.quality = {
+            run.backend: _quality(run, reference, retrieval) for run in report.runs if run.parity_vectors is not None
+        }
+    print(format_report(settings, report, retrieval), flush=True)
+    if settings.served_backends:
+        best_batch = {
+            run.backend: max((c for c in run.cells if c.profile == "short"), key=lambda c: c.inputs_per_s).batch_size
+            for run in report.runs
+            if any(c.profile == "short" for c in run.cells)
+        }
+        report.served = measure_served(settings, best_batch)
+        print("\n" + format_served(report.served))
+    return report
+
+
+def _quality(run: BackendRun, reference: np.ndarray, retrieval: RetrievalSet) -> Quality:
+    parity_reference, retrieval_reference = reference[: len(run.parity_vectors)], reference[len(run.parity_vectors) :]
+    return Quality(
+        min_cosine(run.parity_vectors, parity_reference),
+        top_k_overlap(run.retrieval_vectors, retrieval_reference, retrieval),
+    )
+
+
+def format_report(settings: BenchSettings, report: BenchReport, retrieval: RetrievalSet) -> str:
+    runs = report.runs
+    baseline = {(c.profile, c.batch_size): c for r in runs if r.backend == "torch" for c in r.cells}
+    sets = instruction_sets()
+    lines = [
+        f"CPU: {describe_cpu()}" + ("" if int8_dot_product(sets) else "  (no int8 dot-product instructions)"),
+        *([f"GPU: {', '.join(gpus())}"] if gpus() else []),
+        f"model: {settings.model}   in-process, timed {settings.seconds:g} s per cell",
+        "",
+        f"{'backend':<15}{'device':<8}{'profile':<8}{'batch':>6}{'inputs/s':>11}{'tokens/s':>11}{'p50 ms':>9}"
+        f"{'x torch':>9}",
+    ]
+    for run in runs:
+        if run.error:
+            lines.append(f"{run.backend:<15}failed: {run.error}")
+            continue
+        for cell in run.cells:
+            base = baseline.get((cell.profile, cell.batch_size))
+            ratio = f"{cell.inputs_per_s / base.inputs_per_s:.2f}" if base else "-"
+            lines.append(
+                f"{run.backend:<15}{run.device:<8}{cell.profile:<8}{cell.batch_size:>6}{cell.inputs_per_s:>11.1f}"
+                f"{cell.tokens_per_s:>11.0f}{cell.p50_ms:>9.1f}{ratio:>9}"
+            )
+    lines += [
+        "",
+        f"quality against sentence-transformers (fp32): parity = min cosine over {settings.parity_texts} varied "
+        f"texts; top-10 = overlap of each query's top 10 documents ({len(retrieval.queries)} queries, "
+        f"{len(retrieval.documents)} documents)",
+        f"{'backend':<15}{'parity':>10}{'top-10':>8}{'peak RSS MB':>13}{'load s':>8}",
+    ]
+    for run in runs:
+        if not run.error:
+            quality = report.quality.get(run.backend)
+            parity, overlap = (f"{quality.parity:.6f}", f"{quality.top10:.3f}") if quality else ("n/a", "n/a")
+            lines.append(f"{run.backend:<15}{parity:>10}{overlap:>8}{run.peak_rss_mb:>13.0f}{run.load_s:>8.1f}")
+    if report.quality_error:
+        lines.append(f"quality not measured: {report.quality_error}")
+    return "\n".join(lines)
