@@ -7,6 +7,8 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 # Exported test artefacts are kept between runs (they take a minute to make).
 export EMBEDSERVE_TEST_CACHE ?= $(CURDIR)/.cache/test-exports
+# pytest-xdist workers of `make test`, a test file each at a time: the compose test on one, the rest on the other.
+TEST_WORKERS ?= 2
 
 # From Debian: Prometheus/promtool (monitoring tests), kubectl (deploy tests), and Docker Engine, docker-compose and
 # debootstrap (the compose test, which starts dockerd itself when it is not running). A tool that cannot be installed
@@ -26,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/python -m loadtest.demo
 
 test: $(STAMP) tools lint
-	$(BIN)/python -m pytest -ra --durations=15
+	$(BIN)/python -m pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

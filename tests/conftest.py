@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -86,35 +87,33 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+MINILM_VARIANTS = [
+    ("onnx", "none"),
+    ("onnx", "int8"),
+    ("openvino", "none"),
+    ("openvino", "int8"),
+    ("openvino", "int8-weights"),
+]
+
+
 @pytest.fixture(scope="session")
 def exported(cache_dir: Path) -> Path:
-    """MiniLM exported for every runtime and variant, through the real `embedserve export` command."""
-    for backend, quantize in [
-        ("onnx", "none"),
-        ("onnx", "int8"),
-        ("openvino", "none"),
-        ("openvino", "int8"),
-        ("openvino", "int8-weights"),
-    ]:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cli",
-                "export",
-                "--model",
-                MODEL,
-                "--backend",
-                backend,
-                "--quantize",
-                quantize,
-                "--cache",
-                str(cache_dir),
-            ],
-            check=True,
-            capture_output=True,
-            cwd=ROOT,
-        )
+    """MiniLM exported for every runtime and variant, through the real `embedserve export` command, two at a time
+    (each export spends a good part of its time importing its libraries, one core's work). One test process exports,
+    under a lock; the others (pytest-xdist's workers) find the artefacts done."""
+    from filelock import FileLock
+
+    from server.engine.artefacts import artefact_dir, is_complete
+
+    def export(variant: tuple[str, str]) -> None:
+        backend, quantize = variant
+        if is_complete(artefact_dir(cache_dir, MODEL, backend, quantize)):
+            return
+        command = ["export", "--model", MODEL, "--backend", backend, "--quantize", quantize, "--cache", str(cache_dir)]
+        subprocess.run([sys.executable, "-m", "cli", *command], check=True, capture_output=True, cwd=ROOT)
+
+    with FileLock(cache_dir / ".export.lock"), ThreadPoolExecutor(2) as pool:
+        list(pool.map(export, MINILM_VARIANTS))
     return cache_dir
 
 
@@ -129,14 +128,15 @@ def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     running.stop()
 
 
-# Fixtures that export models or start servers: a test that uses one must be marked slow, so that `make test-fast`
-# stays fast.
-SLOW_FIXTURES = {"exported", "compose_images"}
+# A test that uses the exports (the `server` fixture serves them) must be marked slow, so that `make test-fast` stays
+# fast.
+SLOW_FIXTURES = {"exported"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that exports or serves is marked slow; the compose tests run last, their images built in the
-    background meanwhile (`compose_images`)."""
+    """Every test that exports or serves is marked slow. The compose tests come first: with `make test`'s two
+    pytest-xdist workers, one builds the images and runs the stack (mostly waiting on pip, the disk and the stack)
+    while the other runs the rest."""
     unmarked = [
         item.nodeid
         for item in items
@@ -144,24 +144,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
     if unmarked:
         raise pytest.UsageError(f"tests that export or serve without the slow marker: {unmarked}")
-    items.sort(key=lambda item: item.get_closest_marker("compose") is not None)
-
-
-@pytest.fixture(scope="session")
-def compose_images(tmp_path_factory: pytest.TempPathFactory):
-    from tests.deploy.docker_stack import ImagesInBackground
-
-    build = ImagesInBackground(tmp_path_factory.mktemp("compose"))
-    build.start()
-    yield build
-    build.close()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _compose_images_build_from_the_start(request: pytest.FixtureRequest) -> None:
-    """When the compose tests are among those to run, their images start building with the first test."""
-    if any(item.get_closest_marker("compose") for item in request.session.items):
-        request.getfixturevalue("compose_images")
+    items.sort(key=lambda item: item.get_closest_marker("compose") is None)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

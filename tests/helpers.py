@@ -26,6 +26,21 @@ def start_server(cache: Path, log_dir: Path, *args: str) -> ServerProcess:
     return server.wait_ready(timeout=240)
 
 
+def export_in_this_process(
+    model_dirs: list[Path], cache: Path, backends: tuple[str, ...] = ("onnx", "openvino")
+) -> Path:
+    """The models' fp32 artefacts, exported by the test process itself, which has the exporter's libraries loaded
+    already: the engine's own export child (tests/server/engine/test_export.py tests it) would import them again for
+    every artefact, seconds each. The artefacts are the same: the child runs this very function."""
+    from server.engine.export import export
+    from server.settings import ExportSettings
+
+    for model_dir in model_dirs:
+        for backend in backends:
+            export(ExportSettings(model=str(model_dir), backend=backend, cache=cache))
+    return cache
+
+
 def run_schemathesis(url: str, *extra: str) -> str:
     """schemathesis (every check, its coverage and fuzzing phases, a fixed seed so that CI is reproducible) against
     the server's own /openapi.json; fails the test with its report unless it found nothing."""

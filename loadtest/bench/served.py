@@ -262,14 +262,11 @@ def soak_capacity(loads: list[ServedLoad], short_texts: list[str]) -> dict[str, 
 
 
 def soak(server: ServerProcess, settings: BenchSettings, capacity: dict[str, float]) -> SoakResult:
-    """The soak package's mixed-length traffic on every backend at once, at half the slowest backend's capacity (the
-    requests go to the backends in turn), then a burst at twice it, then a rest."""
+    """The soak package's mixed-length traffic on every backend at once (the requests go to the backends in turn), at
+    half the slowest backend's capacity, then a burst at twice that capacity, then a rest."""
     backends = settings.served_backends
     seconds = settings.soak_seconds
     steady = SoakSettings(
-        host=server.url,
-        backends=backends,
-        model=settings.model,
         duration=seconds,
         warmup=min(60.0, seconds / 5),
         bad_share=0.0,
@@ -294,9 +291,8 @@ def format_served(report: ServedReport) -> str:
     idle = report.idle_cores
     lines = [
         f"served: one server with {', '.join(report.backends)}; one backend under load at a time; client: "
-        "loadtest/client/http_load.py (base64 answers, every one checked); in-process figure taken in turns with the "
-        "served "
-        f"one ({ROUNDS} rounds each)",
+        "loadtest/client/http_load.py (base64 answers, every one checked); in-process figure taken in turns with "
+        f"the served one ({ROUNDS} rounds each)",
         f"idle CPU over {report.idle_seconds:g} s: {100 * sum(idle.values()):.2f}% of one core in all ("
         + ", ".join(f"{role} {100 * cores:.2f}%" for role, cores in sorted(idle.items()))
         + ")",

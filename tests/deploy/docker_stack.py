@@ -12,7 +12,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -217,46 +216,3 @@ def image_bytes(image: str) -> int:
 def compose_project() -> Compose:
     """The compose project the tests run: production compose.yaml, the test override, the stand-in base, a key."""
     return Compose(PROJECT, {"STANDIN_IMAGE": STANDIN_IMAGE, "EMBEDSERVE_API_KEY": API_KEY})
-
-
-class ImagesInBackground:
-    """The engine, the stand-in base and `compose build`, in a thread of their own from the start of the session: the
-    build waits mostly on pip and the disk, so the rest of the suite runs meanwhile and the compose tests (which run
-    last) find the images ready. A skip or failure of the build is raised in the test that waits for it."""
-
-    def __init__(self, work: Path):
-        self.work = work
-        self.seconds = 0.0
-        self._engine = docker_engine(work)
-        self._engine_started = False
-        self._stack: Compose | None = None
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._build, name="compose-images", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _build(self) -> None:
-        started = time.monotonic()
-        try:
-            self._engine.__enter__()
-            self._engine_started = True
-            build_standin_image(self.work)
-            stack = compose_project()
-            stack.run("build")
-            prune_replaced_test_images()
-            self._stack = stack
-        except BaseException as failure:  # noqa: BLE001 - pytest's skip too: raised again in the waiting test
-            self._failure = failure
-        self.seconds = time.monotonic() - started
-
-    def wait(self) -> Compose:
-        self._thread.join()
-        if self._failure is not None:
-            raise self._failure
-        return self._stack
-
-    def close(self) -> None:
-        self._thread.join()
-        if self._engine_started:
-            self._engine.__exit__(None, None, None)

@@ -25,10 +25,13 @@ from tests.deploy.docker_stack import (
     STANDIN_IMAGE,
     STANDIN_RECIPE_LABEL,
     Compose,
-    ImagesInBackground,
+    build_standin_image,
+    compose_project,
     container_log,
+    docker_engine,
     docker_output,
     image_bytes,
+    prune_replaced_test_images,
 )
 from tests.helpers import ROOT, settled_scrape
 
@@ -69,14 +72,20 @@ def port_in_use(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def compose(compose_images: ImagesInBackground) -> Iterator[Compose]:
-    """compose.yaml with the test override, its images built (from the start of the session: tests/conftest.py)."""
-    stack = compose_images.wait()
-    print(f"\nstand-in base and images built in {compose_images.seconds:.0f} s with {' '.join(stack.cli)}")
-    try:
-        yield stack
-    finally:
-        stack.run("down", "--volumes", "--remove-orphans")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
+    """compose.yaml with the test override, its images built: the stand-in base, then `compose build`."""
+    work = tmp_path_factory.mktemp("compose")
+    with docker_engine(work):
+        started = time.monotonic()
+        build_standin_image(work)
+        stack = compose_project()
+        stack.run("build")
+        prune_replaced_test_images()
+        print(f"\nstand-in base and images built in {time.monotonic() - started:.0f} s with {' '.join(stack.cli)}")
+        try:
+            yield stack
+        finally:
+            stack.run("down", "--volumes", "--remove-orphans")
 
 
 @pytest.fixture(scope="module")

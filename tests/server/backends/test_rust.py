@@ -14,7 +14,7 @@ from openai import OpenAI
 from corpus.texts import varied_texts
 from server.engine.embedder import Embedder
 from server.settings import EngineSettings
-from tests.helpers import MODEL, ROOT, start_server
+from tests.helpers import MODEL, ROOT, export_in_this_process, start_server
 from tests.server.tiny_models import FAMILIES, build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -82,14 +82,22 @@ def test_the_text_of_our_token_ids_tokenizes_back_to_them(rust):
     assert rust.tokenizer.tokenize(rust.tokenizer.decode(ids)).ids == ids
 
 
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory, minilm_dir) -> dict:
+    root = tmp_path_factory.mktemp("tiny")
+    models = {family: build_tiny_model(FAMILIES[family], root / family, minilm_dir) for family in FAMILIES}
+    export_in_this_process([models["bert"]], root / "cache", backends=("onnx",))  # what `ort` runs
+    return models
+
+
 @pytest.mark.parametrize("backend", RUST_BACKENDS)
-def test_a_tiny_bert_runs_and_other_families_are_refused_with_the_reason(backend, tmp_path, minilm_dir):
+def test_a_tiny_bert_runs_and_other_families_are_refused_with_the_reason(backend, tiny_models):
     from sentence_transformers import SentenceTransformer
 
-    models = {family: build_tiny_model(FAMILIES[family], tmp_path / family, minilm_dir) for family in FAMILIES}
-    settings = lambda family: EngineSettings(model=str(models[family]), cache=tmp_path / "cache")  # noqa: E731
+    cache = tiny_models["bert"].parent / "cache"
+    settings = lambda family: EngineSettings(model=str(tiny_models[family]), cache=cache)  # noqa: E731
     bert = Embedder(settings("bert"), backend)
-    expected = SentenceTransformer(str(models["bert"]), device="cpu").encode(TEXTS[:32])
+    expected = SentenceTransformer(str(tiny_models["bert"]), device="cpu").encode(TEXTS[:32])
     assert (bert.embed_texts(TEXTS[:32]).dense * expected).sum(axis=1).min() >= 0.9999
     refusals = {
         "gemma3": ["Dense layers", "a BPE tokenizer"],

@@ -12,6 +12,7 @@ import pytest
 from corpus.texts import varied_texts
 from server.engine.embedder import Embedder
 from server.settings import EngineSettings
+from tests.helpers import export_in_this_process
 from tests.server.tiny_models import FAMILIES, HIDDEN, MAX_SEQ_LENGTH, build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -27,8 +28,10 @@ def zoo(tmp_path_factory, minilm_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def zoo_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("zoo-exports")
+def zoo_cache(zoo, image_text, tmp_path_factory):
+    """Every model of the zoo exported for ONNX Runtime and OpenVINO, shared by the tests that read them."""
+    models = [*zoo.values(), *image_text["models"].values()]
+    return export_in_this_process(models, tmp_path_factory.mktemp("zoo-exports"))
 
 
 @pytest.fixture(scope="module")

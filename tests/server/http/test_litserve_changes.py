@@ -149,23 +149,19 @@ def test_pipe_transport_hands_every_response_to_the_event_loop_in_order():
 
 
 @pytest.mark.slow
-def test_an_idle_server_blocks_instead_of_polling_and_answers_without_gzip(exported, tmp_path):
-    """LitServe's polling loop woke every worker a thousand times a second; an idle worker now sleeps in a blocking
-    read (a few wake-ups a second: its memory sampler and the idle check)."""
-    server = start_server(exported, tmp_path, "--backends", "onnx,openvino")
-    try:
-        body = {"model": MODEL, "input": ["a text long enough to be worth compressing"] * 8}
-        answer = requests.post(f"{server.url}/onnx/v1/embeddings", json=body, headers={"Accept-Encoding": "gzip"})
-        assert answer.status_code == 200 and "content-encoding" not in answer.headers
-        time.sleep(2)
-        workers = [p for p in psutil.Process(server.process.pid).children() if "spawn_main" in " ".join(p.cmdline())]
-        workers = [p for p in workers if "resource_tracker" not in " ".join(p.cmdline())]
-        assert len(workers) == 2
-        before = [p.num_ctx_switches().voluntary for p in workers]
-        time.sleep(3)
-        wakeups = [(p.num_ctx_switches().voluntary - b) / 3 for p, b in zip(workers, before, strict=True)]
-    finally:
-        server.stop()
+def test_an_idle_server_blocks_instead_of_polling_and_answers_without_gzip(server):
+    """LitServe's polling loop woke every worker a thousand times a second; an idle worker sleeps in a blocking read
+    (a few wake-ups a second: its memory sampler and the idle check)."""
+    body = {"model": MODEL, "input": ["a text long enough to be worth compressing"] * 8}
+    answer = requests.post(f"{server.url}/onnx/v1/embeddings", json=body, headers={"Accept-Encoding": "gzip"})
+    assert answer.status_code == 200 and "content-encoding" not in answer.headers
+    time.sleep(2)
+    workers = [p for p in psutil.Process(server.process.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    workers = [p for p in workers if "resource_tracker" not in " ".join(p.cmdline())]
+    assert len(workers) == 3, "torch, onnx, openvino"
+    before = [p.num_ctx_switches().voluntary for p in workers]
+    time.sleep(3)
+    wakeups = [(p.num_ctx_switches().voluntary - b) / 3 for p, b in zip(workers, before, strict=True)]
     assert all(rate < 50 for rate in wakeups), f"voluntary context switches per second: {wakeups}"
 
 
