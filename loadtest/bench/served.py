@@ -50,6 +50,8 @@ class LoadShape:
 LOADS = (LoadShape("32 short texts", 32, 4), LoadShape("1 short text", 1, 64))
 # Served and in-process measurements alternate this many times per load.
 ROUNDS = 3
+# After the soak's burst, the workers rest this long (at most the soak's own length) before their RSS is read.
+REST_SECONDS = 10.0
 
 
 @dataclass
@@ -92,6 +94,7 @@ class SoakResult:
 
     steady: SoakReport
     burst: SoakReport
+    rest_seconds: float
     rss_after_burst: dict[str, float]  # MiB per backend
 
     @property
@@ -280,9 +283,10 @@ def soak(server: ServerProcess, settings: BenchSettings, capacity: dict[str, flo
     print("soak: overload burst, then a rest ...", file=sys.stderr, flush=True)
     burst = steady.model_copy(update={"rate": 2 * full, "duration": min(20.0, seconds / 3), "warmup": 0.0})
     burst_report = soak_phase(burst, target)
-    time.sleep(10)
-    rest = rss_by_process(MetricsSnapshot.scrape(server.url))
-    return SoakResult(steady_report, burst_report, {b: rest.get(f"worker {b}", 0.0) for b in backends})
+    rest = min(REST_SECONDS, seconds)
+    time.sleep(rest)
+    idle = rss_by_process(MetricsSnapshot.scrape(server.url))
+    return SoakResult(steady_report, burst_report, rest, {b: idle.get(f"worker {b}", 0.0) for b in backends})
 
 
 def format_served(report: ServedReport) -> str:
@@ -344,7 +348,7 @@ def format_soak(soak: SoakResult) -> list[str]:
     lines = [
         f"soak: {steady.seconds:g} s of requests of 1-16 texts of mixed lengths on every backend at "
         f"{steady.rate:.2f}/s ({describe_phase(steady)}), then an overload burst at {burst.rate:.2f}/s "
-        f"({describe_phase(burst)}) and 10 s of rest",
+        f"({describe_phase(burst)}) and {soak.rest_seconds:g} s of rest",
         f"worker RSS, MiB: settled and end are medians over {steady.memory_window:g} s after the warm-up and over "
         "the last as long; after the burst, one sample at rest",
         f"{'backend':<15}{'settled':>10}{'end':>8}{'drift':>8}{'after burst':>13}{'vs end':>8}",

@@ -45,6 +45,7 @@ def test_bench_measures_in_process_quality_served_and_soak(exported, capsys):
         served_seconds=1.5,
         warmup_seconds=0.5,
         soak_seconds=6,
+        parity_texts=32,  # tests/server/backends/test_parity.py holds every backend to 128
         cache=exported,
         allow_export=False,
     )
@@ -71,6 +72,7 @@ def test_bench_measures_in_process_quality_served_and_soak(exported, capsys):
     soak = served.soak
     assert soak.steady.requests > 0 and soak.steady.failed == 0 and soak.burst.failed == 0
     assert soak.burst.rate == pytest.approx(4 * soak.steady.rate), "the burst is twice capacity, the soak half"
+    assert soak.rest_seconds == 6, "the rest after the burst: at most the soak's own length"
     drift = soak.drift["onnx"]
     assert min(drift.settled_mb, drift.end_mb, soak.rss_after_burst["onnx"]) > 50
     printed = capsys.readouterr().out
