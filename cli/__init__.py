@@ -13,7 +13,7 @@ import sys
 from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
 
 from loadtest.settings import BenchSettings, ReportSettings, SoakSettings, SweepSettings
-from server.settings import ExportSettings, ServeSettings, take_config_flag
+from server.settings import LOG_FORMAT, ExportSettings, ServeSettings, take_config_flag
 
 
 class ServeCommand(ServeSettings):
@@ -84,6 +84,6 @@ class EmbedServe(BaseSettings):
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     args = take_config_flag(list(sys.argv[1:] if argv is None else argv))
     CliApp.run(EmbedServe, cli_args=args)

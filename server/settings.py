@@ -27,6 +27,8 @@ from pydantic_settings import (
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 Quantization = Literal["none", "int8", "int8-weights"]
 CONFIG_ENV = "EMBEDSERVE_CONFIG"
+# How every embedserve program logs (`embedserve`, the export child).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _split_commas(value: object) -> object:

@@ -17,7 +17,7 @@ from pathlib import Path
 from server.backends.base import TOWERS
 from server.engine.artefacts import EXPORT_VERSION, MARKER, artefact_dir, is_complete
 from server.engine.quantization import calibration_batches, quantize_onnx, quantize_openvino
-from server.settings import ExportSettings, parse_cli
+from server.settings import LOG_FORMAT, ExportSettings, parse_cli
 
 # Another seed than the bench's parity texts, which judge what this calibrates.
 CALIBRATION_SEED = 2024
@@ -197,5 +197,5 @@ def _export_towers_openvino(
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     run_export(parse_cli(ExportSettings, "python -m server.engine.export"))
