@@ -27,8 +27,6 @@ STANDIN_IMAGE = "embedserve-standin/python:3.11-bookworm"
 STANDIN_PACKAGES = "python3,python3-venv,python3-pip,ca-certificates"
 STANDIN_RECIPE_LABEL = "org.embedserve.standin-recipe"
 DOCKER_HOW = "`make test` installs Debian's docker.io, docker-compose and debootstrap (needs apt)"
-PROJECT = "embedserve-compose-test"
-API_KEY = "compose-test-key"
 
 
 def docker_ok() -> bool:
@@ -211,8 +209,3 @@ def container_log(container: str, *args: str) -> str:
 
 def image_bytes(image: str) -> int:
     return int(docker_output("image", "inspect", "--format", "{{.Size}}", image))
-
-
-def compose_project() -> Compose:
-    """The compose project the tests run: production compose.yaml, the test override, the stand-in base, a key."""
-    return Compose(PROJECT, {"STANDIN_IMAGE": STANDIN_IMAGE, "EMBEDSERVE_API_KEY": API_KEY})

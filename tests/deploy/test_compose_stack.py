@@ -20,13 +20,10 @@ import requests
 
 from loadtest.probe.metrics_scrape import MetricsSnapshot
 from tests.deploy.docker_stack import (
-    API_KEY,
-    PROJECT,
     STANDIN_IMAGE,
     STANDIN_RECIPE_LABEL,
     Compose,
     build_standin_image,
-    compose_project,
     container_log,
     docker_engine,
     docker_output,
@@ -36,9 +33,11 @@ from tests.deploy.docker_stack import (
 from tests.helpers import ROOT, settled_scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.compose]
+PROJECT = "embedserve-compose-test"
 SERVER = "http://127.0.0.1:8000"
 PROMETHEUS = "http://127.0.0.1:9090"
 PUBLISHED_PORTS = (8000, 9090, 8089)
+API_KEY = "compose-test-key"
 IMAGE = "embedserve-compose-test:cpu"
 EXPORTING = "exporting sentence-transformers/all-MiniLM-L6-v2"
 # Shared objects of CUDA and its libraries: none may be in the CPU image.
@@ -78,7 +77,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
     with docker_engine(work):
         started = time.monotonic()
         build_standin_image(work)
-        stack = compose_project()
+        stack = Compose(PROJECT, {"STANDIN_IMAGE": STANDIN_IMAGE, "EMBEDSERVE_API_KEY": API_KEY})
         stack.run("build")
         prune_replaced_test_images()
         print(f"\nstand-in base and images built in {time.monotonic() - started:.0f} s with {' '.join(stack.cli)}")
