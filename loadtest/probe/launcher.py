@@ -21,6 +21,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def failed_backends(readiness: bytes) -> dict[str, str]:
+    """From a /ready answer: each backend that failed to load, with its reason (none in anything but /ready's JSON)."""
+    try:
+        backends = json.loads(readiness).get("backends", {})
+    except (ValueError, AttributeError):
+        return {}
+    return {name: state.get("error", "") for name, state in backends.items() if state.get("state") == "failed"}
+
+
 class ServerProcess:
     def __init__(self, *serve_args: str, log_path: Path, env: dict[str, str] | None = None, port: int | None = None):
         self.port = port or free_port()
@@ -47,8 +56,7 @@ class ServerProcess:
                     if response.status == 200:
                         return self
             except urllib.error.HTTPError as not_ready:
-                backends = json.loads(not_ready.read() or b"{}").get("backends", {})
-                failed = {name: state["error"] for name, state in backends.items() if state["state"] == "failed"}
+                failed = failed_backends(not_ready.read())
                 if failed:
                     self.stop()
                     raise RuntimeError(f"backends failed to load: {failed}") from None
