@@ -14,7 +14,7 @@ TEST_WORKERS ?= 2
 # debootstrap (the compose test, which starts dockerd itself when it is not running). A tool that cannot be installed
 # stops `make test` with the reason (EMBEDSERVE_TESTS_SKIP_MISSING_TOOLS=1 pytest ... skips those tests instead).
 TOOLS := promtool:prometheus kubectl:kubernetes-client dockerd:docker.io docker-compose:docker-compose \
-	debootstrap:debootstrap
+	debootstrap:debootstrap chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .PHONY: demo test test-fast compose-test lint serve bench gpu-bundle dashboards tools constraints clean

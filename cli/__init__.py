@@ -1,4 +1,4 @@
-"""`embedserve`: serve and export (the server side); bench, sweep, soak and report (the load-testing side).
+"""`embedserve`: serve and export (the server side); bench, sweep, soak, report and advise (the load-testing side).
 
 The one package that names both sides. Every flag is a field of a settings class (server/settings.py,
 loadtest/settings.py), so `--help` documents all of them, and each one can also come from EMBEDSERVE_<FIELD> or
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
-from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict
 
-from loadtest.settings import BenchSettings, ReportSettings, SoakSettings, SweepSettings
+from loadtest.settings import AdviseSettings, BenchSettings, ReportSettings, SettingsBase, SoakSettings, SweepSettings
 from server.settings import LOG_FORMAT, ExportSettings, ServeSettings, take_config_flag
 
 
@@ -64,9 +66,46 @@ class SoakCommand(SoakSettings):
 
 class ReportCommand(ReportSettings):
     def cli_cmd(self) -> None:
+        from loadtest.probe.fingerprint import drift_lines
         from loadtest.report.page import write_report
 
-        print(write_report(self))
+        drifted = False
+        if len(self.runs) > 1:
+            lines = drift_lines(self.runs[0], self.runs[1])
+            drifted = any(line.startswith("VECTOR DRIFT") for line in lines)
+            print("\n".join(lines))
+        if (self.runs[0] / "results.json").exists():
+            print(write_report(self))
+        if drifted:
+            sys.exit(1)
+
+
+class AdviseCompareCommand(SettingsBase):
+    """`embedserve advise compare DIR...`: advise runs from different machines, ranked together."""
+
+    runs: CliPositionalArg[list[Path]] = Field(description="advise directories, one per machine")
+
+    def cli_cmd(self) -> None:
+        from loadtest.advise.compare import CompareError, compare
+
+        try:
+            print(compare(self.runs))
+        except CompareError as error:
+            raise SystemExit(f"embedserve advise compare: {error}") from None
+
+
+class AdviseCommand(AdviseSettings):
+    compare: CliSubCommand[AdviseCompareCommand]
+
+    def cli_cmd(self) -> None:
+        if self.compare is not None:
+            self.compare.cli_cmd()
+            return
+        from loadtest.advise.run import run_advise
+        from loadtest.client.api_key import use_api_key
+
+        use_api_key(self.api_key)
+        run_advise(self)
 
 
 class EmbedServe(BaseSettings):
@@ -78,6 +117,7 @@ class EmbedServe(BaseSettings):
     sweep: CliSubCommand[SweepCommand]
     soak: CliSubCommand[SoakCommand]
     report: CliSubCommand[ReportCommand]
+    advise: CliSubCommand[AdviseCommand]
 
     def cli_cmd(self) -> None:
         CliApp.run_subcommand(self)

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import CliPositionalArg
 
 from corpus.texts import PROFILES, TextProfile
 from loadtest.client.arrivals import Arrival
-from server.settings import DEFAULT_MODEL, CommaList, Duration, EngineSettings, SettingsBase
+from server.settings import DEFAULT_MODEL, CommaList, Duration, EngineSettings, SettingsBase, default_cache_dir
 
 PROFILES_HELP = "text lengths, comma separated: " + "; ".join(f"{name} {about}" for name, about in PROFILES.items())
 
@@ -38,6 +39,9 @@ class BenchSettings(EngineSettings):
         ge=0,
         description="then mixed-length load on every served backend this long, and an overload burst: "
         "how each worker's RSS drifts and comes back (0: no soak)",
+    )
+    output: Path = Field(
+        Path("reports"), description="parent directory of the run's directory (its vector fingerprints)"
     )
 
 
@@ -132,3 +136,56 @@ class SoakSettings(ServerClientSettings):
         "then is its capacity), then 80% of that capacity and twice it, each --duration long, with a summary",
     )
     output: Path = Field(Path("reports"), description="parent directory of the soak's report directory")
+
+
+class AdviseSettings(ServerClientSettings):
+    """`embedserve advise`: the cheapest model x backend x replicas that meets a p99 objective at a request rate and
+    a quality bar on your own texts, measured here, then served and verified."""
+
+    models: CommaList[str] = Field([DEFAULT_MODEL], description="models to consider (zoo names, hub IDs or folders)")
+    backends: CommaList[str] = Field(
+        [], description="candidate backends, variants included (default: every backend this machine can run)"
+    )
+    corpus: Path | None = Field(
+        None, description="your texts: one per line, or JSONL with a `text` field (default: the built-in corpus)"
+    )
+    queries: Path | None = Field(
+        None, description="your queries, same formats (default: the first sentence of some corpus texts)"
+    )
+    qrels: Path | None = Field(
+        None,
+        description="relevance labels (TREC `qid 0 docid grade` or BEIR TSV `query-id corpus-id score`): recall@10 "
+        "and nDCG@10; ids are JSONL `_id`/`id` fields, else line numbers from 1",
+    )
+    rate: float = Field(10.0, gt=0, description="requests per second the deployment must serve")
+    inputs_per_request: str = Field("1", description="inputs per request: a number, or a range such as 1-16")
+    slo_p99_ms: float = Field(200.0, gt=0, description="latency objective: p99 of every request, in ms")
+    min_overlap: float = Field(0.95, ge=0, le=1, description="quality bar: top-10 overlap with the fp32 reference")
+    min_cosine: float = Field(0.99, ge=-1, le=1, description="quality bar: worst cosine to the fp32 reference")
+    price_per_hour: float | None = Field(
+        None, gt=0, description="price of this machine per hour (default: cost in core-hours, or GPU-hours)"
+    )
+    headroom: float = Field(0.3, ge=0, description="replicas run at most 1/(1 + headroom) of their measured maximum")
+    budget: Duration = Field(1200.0, gt=0, description="time the whole run may take (20m, 1h, ...); it plans to fit")
+    verify_seconds: Duration = Field(30.0, gt=0, description="how long the chosen setup is verified under load")
+    tolerance: float = Field(0.15, gt=0, description="two rate-search rounds agree when within this share")
+    max_documents: int = Field(2000, ge=10, description="corpus texts used for quality (a seeded sample beyond)")
+    max_tokens: int | None = Field(None, ge=1, description="cap on tokens per input (default: the model's limit)")
+    trust_remote_code: bool = Field(False, description="allow models that ship their own modelling code")
+    cache: Path = Field(default_factory=default_cache_dir, description="artefact cache (env EMBEDSERVE_CACHE)")
+    resume: Path | None = Field(None, description="an advise directory to continue: finished candidates are kept")
+    seed: int = Field(0, description="seed of samples, request sizes and arrivals")
+    output: Path = Field(Path("reports"), description="parent directory of the run's directory")
+
+    @field_validator("inputs_per_request")
+    @classmethod
+    def _inputs_range(cls, value: str) -> str:
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", value)
+        if not match or int(match[1]) < 1 or (match[2] and int(match[2]) < int(match[1])):
+            raise ValueError(f"not a number or a range low-high of inputs: {value!r} (examples: 1, 1-16)")
+        return value
+
+    @property
+    def inputs_range(self) -> tuple[int, int]:
+        low, _, high = self.inputs_per_request.partition("-")
+        return int(low), int(high or low)

@@ -13,6 +13,7 @@ import numpy as np
 
 from corpus.texts import texts
 from loadtest.bench.quality import RetrievalSet
+from loadtest.probe import fingerprint
 from loadtest.processes import SPAWN
 from loadtest.settings import BenchSettings
 from server.engine import Embedder
@@ -54,6 +55,7 @@ class BackendRun:
     cells: list[BatchThroughput] = field(default_factory=list)
     parity_vectors: np.ndarray | None = None
     retrieval_vectors: np.ndarray | None = None
+    fingerprint: np.ndarray | None = None  # loadtest/probe/fingerprint.py's texts: drift between runs
     error: str = ""
 
 
@@ -77,6 +79,7 @@ def measure_backend(
             run.cells.append(time_batches(embedder, profile, batch_size, pool, settings.seconds))
     run.parity_vectors = embedder.embed_texts(parity_texts).dense
     run.retrieval_vectors = embedder.embed_texts(retrieval.all_texts).dense
+    run.fingerprint = embedder.embed_texts(fingerprint.TEXTS).dense
     run.peak_rss_mb = _peak_rss_mb()
     return run
 

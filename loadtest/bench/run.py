@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from corpus.texts import varied_texts
 from loadtest.bench.in_process import BackendRun, measure_backend
 from loadtest.bench.quality import RetrievalSet, min_cosine, top_k_overlap
 from loadtest.bench.served import ServedReport, format_served, measure_served
+from loadtest.probe import fingerprint
 from loadtest.probe.environment import describe_cpu, gpus, instruction_sets, int8_dot_product
 from loadtest.processes import SPAWN
 from loadtest.settings import BenchSettings
@@ -77,6 +79,10 @@ def run_bench(settings: BenchSettings) -> BenchReport:
             run.backend: _quality(run, reference, retrieval) for run in report.runs if run.parity_vectors is not None
         }
     print(format_report(settings, report, retrieval), flush=True)
+    run_dir = settings.output / datetime.now(timezone.utc).strftime("bench-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    vectors = {run.backend: run.fingerprint for run in report.runs if run.fingerprint is not None}
+    print(f"vector fingerprints: {fingerprint.save(run_dir / fingerprint.FILE, vectors)}", flush=True)
     if settings.served_backends:
         best_batch = {
             run.backend: max((c for c in run.cells if c.profile == "short"), key=lambda c: c.inputs_per_s).batch_size

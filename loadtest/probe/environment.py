@@ -93,6 +93,11 @@ def server_state(server_url: str) -> dict:
 
 
 def describe_environment(server_url: str) -> dict:
+    return {**describe_machine(), "server_url": server_url, "server": server_state(server_url)}
+
+
+def describe_machine() -> dict:
+    """The machine, the versions and the commit a run measured with."""
     return {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -104,6 +109,4 @@ def describe_environment(server_url: str) -> dict:
         "gpus": gpus(),
         "packages": package_versions(),
         "git_commit": git_commit(),
-        "server_url": server_url,
-        "server": server_state(server_url),
     }

@@ -40,21 +40,29 @@ def html_table(header: list[str], rows: list[list[str]], marked: list[bool] | No
     for index, row in enumerate(rows):
         css = f' class="{mark}"' if marked and marked[index] else ""
         body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # A wide table scrolls inside its own box instead of running past the page.
+    return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def embedded_image(path: Path) -> str:
+    """A plot inside the page: its SVG inline where save_figure wrote one (sharp at any width), else the PNG."""
+    svg = path.with_suffix(".svg")
+    if svg.exists():
+        text = svg.read_text()
+        return f'<figure class="chart">{text[text.index("<svg") :]}</figure>'
     encoded = base64.b64encode(path.read_bytes()).decode()
     return f'<figure><img alt="{path.stem}" src="data:image/png;base64,{encoded}"></figure>'
 
 
 PAGE_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; padding: 0 1rem; max-width: 1200px; color: #222; }
 table { border-collapse: collapse; margin: 1rem 0; font-size: 0.85rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 tr.bad td { background: #fde0dc; } tr.flag td { background: #fff4ce; }
-img { max-width: 100%; } figure { margin: 1rem 0; } .note { color: #555; font-size: 0.9rem; }
+img { max-width: 100%; height: auto; } figure { margin: 1rem 0; } .note { color: #555; font-size: 0.9rem; }
+div.table { max-width: 100%; overflow-x: auto; } figure.chart svg { width: 100%; height: auto; }
+
 """
 
 

@@ -13,6 +13,9 @@ import matplotlib.pyplot as plt
 
 from loadtest.report.cells import is_open, ordered
 
+# SVG text stays text: the page can be searched, and a test can check every title lies inside its plot.
+matplotlib.rcParams["svg.fonttype"] = "none"
+
 # One colour per backend, the same in every plot and every report.
 BACKEND_COLORS = {
     "torch": "#ee4c2c",
@@ -33,13 +36,15 @@ def color(backend: str, backends: list[str]) -> str:
 
 def figure(panels: int, title: str):
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
-    fig.suptitle(title, fontsize=13)
+    fig.suptitle(title, fontsize=13, wrap=True)  # a long title on a one-panel figure wraps instead of being cut
     return fig, axes[0]
 
 
 def save_figure(fig, path: Path) -> Path:
+    """The PNG at `path` (for README and issue pages), and an SVG beside it that the HTML report inlines."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -13,6 +13,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from corpus.texts import texts, window
 from loadtest.client.api_key import authorization
@@ -36,7 +37,7 @@ class GeneratorJob:
     server_url: str
     path: str
     bodies: list[bytes]
-    inputs: int
+    inputs: list[int]  # each body's number of inputs
     dimensions: int | None
     unit_norm: bool
     encoding_format: str
@@ -44,21 +45,32 @@ class GeneratorJob:
     span: float
 
 
-def request_bodies(
-    model: str, profile: str, batch_size: int, seed: int, encoding_format: str, dimensions: int | None
-) -> list[bytes]:
+class RequestSource(Protocol):
+    """The requests of a cell: the sweep's built-in text profiles, or advise's user corpus."""
+
+    def bodies(self, cell: Cell) -> tuple[list[bytes], list[int]]:
+        """Request bodies, and each one's number of inputs."""
+        ...
+
+
+def request_body(settings: SweepSettings, inputs: list[str]) -> bytes:
+    extra = {"dimensions": settings.dimensions} if settings.dimensions else {}
+    return json.dumps(
+        {"model": settings.model, "input": inputs, "encoding_format": settings.encoding_format, **extra}
+    ).encode()
+
+
+@dataclass(frozen=True)
+class ProfileRequests:
     """Requests of `batch_size` consecutive texts of a profile's pool, from seeded starting points."""
-    pool = texts(profile, 1024, seed=seed)
-    rng = random.Random(f"bodies:{seed}")
-    extra = {"dimensions": dimensions} if dimensions else {}
-    bodies = []
-    for _ in range(BODIES):
-        start = rng.randrange(len(pool))
-        batch = window(pool, start, batch_size)
-        bodies.append(
-            json.dumps({"model": model, "input": batch, "encoding_format": encoding_format, **extra}).encode()
-        )
-    return bodies
+
+    settings: SweepSettings
+
+    def bodies(self, cell: Cell) -> tuple[list[bytes], list[int]]:
+        pool = texts(cell.profile, 1024, seed=self.settings.seed)
+        rng = random.Random(f"bodies:{self.settings.seed}")
+        batches = [window(pool, rng.randrange(len(pool)), cell.batch_size) for _ in range(BODIES)]
+        return [request_body(self.settings, batch) for batch in batches], [cell.batch_size] * BODIES
 
 
 def generate(job: GeneratorJob, results) -> None:
@@ -69,7 +81,8 @@ def generate(job: GeneratorJob, results) -> None:
             answer = json.loads(body)
         except ValueError:
             return f"HTTP {status}, not JSON"
-        return embeddings_failure(status, answer, job.inputs, job.dimensions, job.encoding_format, job.unit_norm)
+        inputs = job.inputs[index % len(job.inputs)]
+        return embeddings_failure(status, answer, inputs, job.dimensions, job.encoding_format, job.unit_norm)
 
     results.send("started")
     outcome = open_loop(
@@ -84,21 +97,17 @@ def generate(job: GeneratorJob, results) -> None:
 
 
 class OpenLoopCell:
-    def __init__(self, settings: SweepSettings, server_url: str, cell: Cell, served: Served | None):
+    def __init__(
+        self, settings: SweepSettings, server_url: str, cell: Cell, served: Served | None, requests: RequestSource
+    ):
         self.settings, self.cell = settings, cell
         self.span = settings.warmup + settings.duration
+        bodies, inputs = requests.bodies(cell)
         self.job = GeneratorJob(
             server_url,
             f"/{cell.backend}/v1/embeddings",
-            request_bodies(
-                settings.model,
-                cell.profile,
-                cell.batch_size,
-                settings.seed,
-                settings.encoding_format,
-                settings.dimensions,
-            ),
-            cell.batch_size,
+            bodies,
+            inputs,
             settings.dimensions or (served.dimensions(cell.backend) if served else None),
             served.normalized(cell.backend) if served else False,
             settings.encoding_format,
@@ -141,10 +150,13 @@ class OpenLoopCell:
         self.process.join(10)
         if self.outcome is None:
             raise RuntimeError(f"the open-loop generator of cell {self.cell.name} died (exit {self.process.exitcode})")
-        return open_loop_result(self.cell, self.settings, self.outcome.since(self.settings.warmup))
+        mean_inputs = sum(self.job.inputs) / len(self.job.inputs)
+        return open_loop_result(self.cell, self.settings, self.outcome.since(self.settings.warmup), mean_inputs)
 
 
-def open_loop_result(cell: Cell, settings: SweepSettings, measured: OpenLoopResult) -> CellResult:
+def open_loop_result(
+    cell: Cell, settings: SweepSettings, measured: OpenLoopResult, mean_inputs: float | None = None
+) -> CellResult:
     result = CellResult(cell.backend, cell.profile, cell.batch_size, rate=cell.rate, load="open")
     result.arrival = settings.arrival
     result.seconds = measured.elapsed
@@ -155,7 +167,7 @@ def open_loop_result(cell: Cell, settings: SweepSettings, measured: OpenLoopResu
     result.shed = len(measured.shed)
     result.offered_rate = measured.offered_rate
     result.requests_per_s = measured.rate_within()
-    result.inputs_per_s = result.requests_per_s * cell.batch_size
+    result.inputs_per_s = result.requests_per_s * (mean_inputs or cell.batch_size)
     result.slo_ms = settings.slo_ms
     result.goodput_rate = measured.rate_within(settings.slo_ms / 1000)
     result.generator_behind_pct = measured.behind_pct

@@ -12,8 +12,10 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from loadtest.probe import fingerprint
 from loadtest.probe.discovery import discover
 from loadtest.probe.environment import describe_environment
+from loadtest.probe.fingerprint import served_fingerprints
 from loadtest.probe.launcher import start_server_for_load
 from loadtest.settings import SweepSettings
 from loadtest.sweep.cells import Cell, CellResult
@@ -124,6 +126,7 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
             settings = settings.model_copy(update={"backends": served.ready_backends})
         if settings.host and "model" not in settings.model_fields_set:
             settings = settings.model_copy(update={"model": served.model})
+        fingerprint.save(run_dir / fingerprint.FILE, served_fingerprints(server_url, settings.backends, settings.model))
         results: list[CellResult] = []
         saturation: list[Saturation] = []
         save = lambda: write_results(run_dir, environment, settings, results, saturation)  # noqa: E731

@@ -18,7 +18,7 @@ from loadtest.probe.metrics_scrape import MetricsSnapshot
 from loadtest.settings import SweepSettings
 from loadtest.sweep.cells import Cell, CellResult
 from loadtest.sweep.locust_cell import LocustCell
-from loadtest.sweep.open_cell import OpenLoopCell
+from loadtest.sweep.open_cell import OpenLoopCell, ProfileRequests, RequestSource
 from loadtest.sweep.progress import Progress
 
 # Above this share of one core, the load generator itself may be what limits the cell, not the server.
@@ -54,6 +54,7 @@ class CellRunner:
         run_dir: Path,
         total_cells: int,
         served: Served | None = None,
+        requests: RequestSource | None = None,
     ):
         self.settings = settings
         self.server_url = server_url
@@ -61,6 +62,7 @@ class CellRunner:
         self.locust_dir.mkdir(parents=True, exist_ok=True)
         self.total_cells = total_cells
         self.served = served  # what the server said it serves: the answers' expected dimensions and norm
+        self.requests = requests or ProfileRequests(settings)  # open loop's bodies
         self.done = 0
         self.started = time.monotonic()
         self.progress = Progress()
@@ -68,7 +70,7 @@ class CellRunner:
     def run(self, cell: Cell) -> CellResult:
         job: LoadJob
         if cell.open_loop:
-            job = OpenLoopCell(self.settings, self.server_url, cell, self.served)
+            job = OpenLoopCell(self.settings, self.server_url, cell, self.served, self.requests)
         else:
             job = LocustCell(self.settings, self.server_url, cell, self.locust_dir)
         watch = CellWatch(self.server_url, cell.backend, job.start())

@@ -92,11 +92,11 @@ def search_concurrency(run_cell, settings, on_result, backend: str, profile: str
     return search
 
 
-def breaks_slo(result: CellResult, slo_ms: float) -> str | None:
+def breaks_slo(result: CellResult, slo_ms: float, max_error_ratio: float = MAX_ERROR_RATIO) -> str | None:
     """Why an open-loop cell did not hold, or None."""
     if result.generator_behind:
         return f"the generator fell {result.generator_behind_pct:.1f}% behind at {result.rate:g} req/s"
-    if result.requests and (result.failures + result.shed) / result.requests >= MAX_ERROR_RATIO:
+    if result.requests and (result.failures + result.shed) / result.requests >= max_error_ratio:
         return (
             f"{result.failures} of {result.requests} requests failed and {result.shed} were shed at {result.rate:g} "
             "req/s"
@@ -106,14 +106,25 @@ def breaks_slo(result: CellResult, slo_ms: float) -> str | None:
     return None
 
 
-def search_rate(run_cell, settings, on_result, backend: str, profile: str, batch_size: int) -> Saturation:
+def search_rate(
+    run_cell,
+    settings,
+    on_result,
+    backend: str,
+    profile: str,
+    batch_size: int,
+    min_rate: float = 0.0,
+    max_error_ratio: float = MAX_ERROR_RATIO,
+) -> Saturation:
+    """`min_rate`: the halving stops above it (advise: the rate below which a cell holds too few requests for a
+    p99). `max_error_ratio`: the share of failed or shed requests a rate that holds may have."""
     search = Saturation(backend, profile, batch_size, settings.slo_ms, load="open")
 
     def holds(rate: float) -> bool:
         result = run_cell(Cell(backend, profile, batch_size, rate=rate))
         on_result(result)
         search.tried.append(rate)
-        why = breaks_slo(result, settings.slo_ms)
+        why = breaks_slo(result, settings.slo_ms, max_error_ratio)
         if why is None:
             search.held(result)
         else:
@@ -132,10 +143,11 @@ def search_rate(run_cell, settings, on_result, backend: str, profile: str, batch
         else:
             search.stopped_because = f"reached --max-rate {settings.max_rate:g}"
     else:  # the first rate was already too much: halve until one holds
+        lowest = max(start / 2**MAX_HALVINGS, min_rate)
         bad, rate = start, start / 2
-        while rate >= start / 2**MAX_HALVINGS and not holds(rate):
+        while rate >= lowest and not holds(rate):
             bad, rate = rate, rate / 2
-        good = rate if rate >= start / 2**MAX_HALVINGS else None
+        good = rate if rate >= lowest else None
     if good is not None and bad is not None:
         reason = search.stopped_because
         for _ in range(BISECTIONS):
