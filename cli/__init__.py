@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
 
-from loadtest.settings import AdviseSettings, BenchSettings, ReportSettings, SettingsBase, SoakSettings, SweepSettings
+from loadtest.settings import (
+    AdviseCompareSettings,
+    AdviseSettings,
+    BenchSettings,
+    ReportSettings,
+    SoakSettings,
+    SweepSettings,
+)
 from server.settings import LOG_FORMAT, ExportSettings, ServeSettings, take_config_flag
 
 
@@ -80,11 +85,7 @@ class ReportCommand(ReportSettings):
             sys.exit(1)
 
 
-class AdviseCompareCommand(SettingsBase):
-    """`embedserve advise compare DIR...`: advise runs from different machines, ranked together."""
-
-    runs: CliPositionalArg[list[Path]] = Field(description="advise directories, one per machine")
-
+class AdviseCompareCommand(AdviseCompareSettings):
     def cli_cmd(self) -> None:
         from loadtest.advise.compare import CompareError, compare
 

@@ -189,3 +189,9 @@ class AdviseSettings(ServerClientSettings):
     def inputs_range(self) -> tuple[int, int]:
         low, _, high = self.inputs_per_request.partition("-")
         return int(low), int(high or low)
+
+
+class AdviseCompareSettings(SettingsBase):
+    """`embedserve advise compare DIR...`: advise runs from different machines, ranked together."""
+
+    runs: CliPositionalArg[list[Path]] = Field(description="advise directories, one per machine")

@@ -57,12 +57,17 @@ def parse(command: str):
     args = shlex.split(command)[1:]
     subcommand, rest = args[0], args[1:]
     assert subcommand in SUBCOMMANDS, f"`embedserve {subcommand}` is no subcommand"
+    command_class = SUBCOMMANDS[subcommand]
+    nested = {name: field.annotation.__args__[0] for name, field in command_class.model_fields.items()
+              if name == (rest or [""])[0] and field.annotation.__args__}  # fmt: skip
+    if nested:  # `embedserve advise compare ...`
+        command_class, rest = nested[rest[0]], rest[1:]
     if "--help" in rest:
         return None
     if "--config" in rest:  # a global flag, read before the subcommand's own (cli.main)
         at = rest.index("--config")
         rest = rest[:at] + rest[at + 2 :]
-    settings_class = SUBCOMMANDS[subcommand].__mro__[1]  # the settings class under the command (no cli_cmd)
+    settings_class = command_class.__mro__[1]  # the settings class under the command (no cli_cmd)
     return CliApp.run(settings_class, cli_args=rest)
 
 

@@ -3,6 +3,8 @@ the time left over the candidates left; and what that cut from the full search."
 
 from __future__ import annotations
 
+import math
+
 from loadtest.advise.speed import SearchPlan
 
 FULL = SearchPlan()
@@ -18,9 +20,12 @@ def plan_search(seconds: float) -> SearchPlan:
     for rounds in range(FULL.max_rounds, 0, -1):
         per_cell = seconds / (rounds * CELLS_PER_ROUND) - CELL_OVERHEAD_S
         warmup = round(min(FULL.warmup, max(MIN_WARMUP_S, per_cell * 0.25)), 1)
+        if per_cell - warmup < MIN_DURATION_S:  # the warm-up gives way first
+            warmup = MIN_WARMUP_S
         duration = min(FULL.duration, per_cell - warmup)
         if duration >= MIN_DURATION_S:
-            return SearchPlan(warmup, round(duration, 1), rounds, cuts(warmup, round(duration, 1), rounds))
+            duration = math.floor(duration * 10) / 10
+            return SearchPlan(warmup, duration, rounds, cuts(warmup, duration, rounds))
     plan = SearchPlan(MIN_WARMUP_S, MIN_DURATION_S, 1)
     plan.cuts = [*cuts(plan.warmup, plan.duration, 1), "even so the search does not fit: expect to overrun --budget"]
     return plan

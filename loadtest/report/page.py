@@ -15,6 +15,7 @@ import html
 from pathlib import Path
 
 from loadtest.client.http_load import SCHEDULE_SLACK_PCT
+from loadtest.probe.fingerprint import drift_lines
 from loadtest.report.cells import is_open, load_label, load_run
 from loadtest.report.plots import (
     plot_latency_vs_concurrency,
@@ -145,6 +146,8 @@ def write_report(settings: ReportSettings) -> Path:
         baseline_dir = settings.runs[1]
         rows = comparison_rows(cells, load_run(baseline_dir)["cells"], settings.regression_pct)
         parts.append(f"<h2>Against {html.escape(baseline_dir.name)}</h2>")
+        parts.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in drift_lines(run_dir, baseline_dir)))
+        parts.append("</ul>")
         parts.append(
             f'<p class="note">Marked: throughput down or p99 up by more than {settings.regression_pct:g}%. '
             f"{sum(bad for _, bad in rows)} of {len(rows)} shared cells regressed.</p>"

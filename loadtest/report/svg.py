@@ -106,7 +106,7 @@ def chart(
                 f'<circle cx="{fx(x):.1f}" cy="{fy(y):.1f}" r="5" fill="{s.color}" fill-opacity="0.85">'
                 f"<title>{html.escape(tip)}</title></circle>"
             )
-        legend_y = TOP + 8 + index * 20
+        legend_y = TOP + 8 + index * min(20, (HEIGHT - TOP - 16) / len(series))  # many series: closer rows
         parts.append(f'<circle cx="{WIDTH - RIGHT + 18}" cy="{legend_y}" r="5" fill="{s.color}"/>')
         parts.append(
             f'<text x="{WIDTH - RIGHT + 28}" y="{legend_y + 4}" font-size="12">{html.escape(s.name[:30])}</text>'

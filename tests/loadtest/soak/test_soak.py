@@ -17,6 +17,7 @@ from loadtest.probe.memory import memory_drift
 from loadtest.settings import SoakSettings
 from loadtest.soak.run import run_overload, run_soak
 from tests.helpers import start_server
+from tests.loadtest.report.layout import rendered_problems
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,7 @@ def test_a_30_s_soak_checks_every_answer_and_follows_memory(server, tmp_path):
     document = json.loads((run_dir / "soak.json").read_text())
     assert document["failures"] == {} and document["memory"][-1]["process"] == "server tree"
     assert (run_dir / "soak.png").read_bytes()[:4] == b"\x89PNG" and "p99" in (run_dir / "report.html").read_text()
+    assert rendered_problems(run_dir / "report.html") == ([], 1)
 
 
 @contextlib.contextmanager

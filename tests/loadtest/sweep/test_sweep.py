@@ -10,10 +10,12 @@ import shutil
 
 import pytest
 
+from loadtest.probe import fingerprint
 from loadtest.report.page import write_report
 from loadtest.settings import ReportSettings, SweepSettings
 from loadtest.sweep.locust_cell import read_measured
 from loadtest.sweep.run import run_sweep
+from tests.loadtest.report.layout import rendered_problems
 
 pytestmark = pytest.mark.slow
 
@@ -91,10 +93,17 @@ def test_report_writes_html_and_plots_and_compares_runs(sweep_dir, tmp_path):
     (baseline / "results.json").write_text(json.dumps(document))
     report = write_report(ReportSettings(runs=[sweep_dir, baseline]))
     page = report.read_text()
-    for plot in ("throughput_vs_batch", "latency_vs_concurrency", "saturation", "latency_vs_load", "memory"):
+    plots = ("throughput_vs_batch", "latency_vs_concurrency", "saturation", "latency_vs_load", "memory")
+    for plot in plots:
         png = sweep_dir / "plots" / f"{plot}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f'alt="{plot}"' in page
+        assert (sweep_dir / "plots" / f"{plot}.svg").read_text() in page.replace('<figure class="chart">', "\n")
+    # As a person sees it, wide and narrow: every plot inline with its title inside it, nothing past the page.
+    for width in (1280, 700):
+        assert rendered_problems(report, width) == ([], len(plots))
+    # Each backend's vectors of the fingerprint texts, kept for `embedserve report A B`.
+    assert set(fingerprint.load(sweep_dir / fingerprint.FILE)) == {"torch", "onnx"}
+    assert "vectors of onnx unchanged" in page
     assert "Ratios between backends" in page and "1.00x" in page  # torch over itself
     assert "2 of 8 shared cells regressed" in page
     assert "20 req/s" in page and "2 users" in page
