@@ -126,7 +126,7 @@ def cost_unit(outcomes: list[Outcome]) -> str:
 
 def objective_line(objective: dict) -> str:
     return (
-        f"{objective['rate']:g} req/s, {objective['inputs_per_request']} inputs per request, p99 <= "
+        f"{objective['rate']:g} req/s of {objective['inputs_per_request']} input(s) each, p99 <= "
         f"{objective['slo_p99_ms']:g} ms, {objective['headroom']:.0%} headroom; quality: top-10 overlap >= "
         f"{objective['min_overlap']:g}, min cosine >= {objective['min_cosine']:g} against fp32"
     )

@@ -230,7 +230,7 @@ def run_advise(settings: AdviseSettings) -> Path:
         raise SystemExit(f"embedserve advise: {error}") from None
     print(
         f"advise: {len(run.candidates)} candidates ({', '.join(c.name for c in run.candidates)}) on {workload.source}; "
-        f"{settings.rate:g} req/s of {settings.inputs_per_request} inputs each, p99 <= {settings.slo_p99_ms:g} ms; "
+        f"{settings.rate:g} req/s of {settings.inputs_per_request} input(s) each, p99 <= {settings.slo_p99_ms:g} ms; "
         f"budget {settings.budget / 60:.0f} min; results in {run.dir}",
         file=sys.stderr,
         flush=True,

@@ -63,7 +63,6 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 tr.bad td { background: #fde0dc; } tr.flag td { background: #fff4ce; }
 img { max-width: 100%; height: auto; } figure { margin: 1rem 0; } .note { color: #555; font-size: 0.9rem; }
 div.table { max-width: 100%; overflow-x: auto; } figure.chart svg { width: 100%; height: auto; }
-
 """
 
 
