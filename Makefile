@@ -12,7 +12,8 @@ TEST_WORKERS ?= 2
 
 # From Debian: Prometheus/promtool (monitoring tests), kubectl (deploy tests), Chromium (reports as rendered), and
 # Docker Engine, docker-compose and debootstrap (the compose test, which starts dockerd itself when it is not running).
-# A tool that cannot be installed stops `make test` with the reason (EMBEDSERVE_TESTS_SKIP_MISSING_TOOLS=1 pytest ... skips those tests instead).
+# A tool that cannot be installed stops `make test` with the reason (EMBEDSERVE_TESTS_SKIP_MISSING_TOOLS=1 pytest ...
+# skips those tests instead).
 TOOLS := promtool:prometheus kubectl:kubernetes-client dockerd:docker.io docker-compose:docker-compose \
 	debootstrap:debootstrap chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)

@@ -14,6 +14,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +58,7 @@ class BenchReport:
     quality: dict[str, Quality] = field(default_factory=dict)  # by backend
     quality_error: str = ""  # why quality was not measured, when it was not
     served: ServedReport | None = None
+    fingerprints: Path | None = None  # each backend's vectors of loadtest/probe/fingerprint.py's texts
 
 
 def run_bench(settings: BenchSettings) -> BenchReport:
@@ -82,7 +84,8 @@ def run_bench(settings: BenchSettings) -> BenchReport:
     run_dir = settings.output / datetime.now(timezone.utc).strftime("bench-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     vectors = {run.backend: run.fingerprint for run in report.runs if run.fingerprint is not None}
-    print(f"vector fingerprints: {fingerprint.save(run_dir / fingerprint.FILE, vectors)}", flush=True)
+    report.fingerprints = fingerprint.save(run_dir / fingerprint.FILE, vectors)
+    print(f"vector fingerprints: {report.fingerprints}", flush=True)
     if settings.served_backends:
         best_batch = {
             run.backend: max((c for c in run.cells if c.profile == "short"), key=lambda c: c.inputs_per_s).batch_size

@@ -9,6 +9,7 @@ import pytest
 
 from loadtest.bench.run import run_bench
 from loadtest.bench.served import LOADS, LoadShape, ServedLoad, ServedReport, embeddings_check, format_served
+from loadtest.probe import fingerprint
 from loadtest.probe.process_tree import ProcessSample, ServerTree, cores_by_role, memory_mib
 from loadtest.settings import BenchSettings
 
@@ -35,7 +36,7 @@ def test_served_ratios_compare_with_the_in_process_figures_taken_in_turns():
 
 
 @pytest.mark.slow
-def test_bench_measures_in_process_quality_served_and_soak(exported, capsys):
+def test_bench_measures_in_process_quality_served_and_soak(exported, capsys, tmp_path):
     settings = BenchSettings(
         backends=["onnx"],
         served_backends=["onnx"],
@@ -48,8 +49,13 @@ def test_bench_measures_in_process_quality_served_and_soak(exported, capsys):
         parity_texts=32,  # tests/server/backends/test_parity.py holds every backend to 128
         cache=exported,
         allow_export=False,
+        output=tmp_path,
     )
     report = run_bench(settings)
+    # Each backend's vectors of the fingerprint texts, for `embedserve report A B`: the engine's own onnx vectors.
+    (kept,) = tmp_path.glob(f"bench-*/{fingerprint.FILE}")
+    assert report.fingerprints == kept and list(fingerprint.load(kept)) == ["onnx"]
+    assert fingerprint.load(kept)["onnx"].shape == (len(fingerprint.TEXTS), 384)
     (run,) = report.runs
     assert not run.error and {(c.profile, c.batch_size) for c in run.cells} == {
         (profile, batch) for profile in ("short", "long") for batch in (1, 32)
