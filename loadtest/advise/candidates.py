@@ -32,14 +32,6 @@ class Candidate:
         short = self.model.rstrip("/").rsplit("/", 1)[-1]
         return f"{short}/{self.backend}" + ("" if self.dtype == "auto" else f"-{self.dtype}")
 
-    @property
-    def slug(self) -> str:
-        """The name as a file name."""
-        return self.name.replace("/", "__")
-
-    def engine_settings(self, base: EngineSettings) -> EngineSettings:
-        return base.model_copy(update={"model": self.model, "dtype": self.dtype})
-
 
 def default_backends(device: str) -> list[tuple[str, str]]:
     """(backend, dtype) of every setup this machine can run: the CPU ones, the Rust ones where embed-anything is

@@ -21,7 +21,7 @@ from loadtest.advise import report
 from loadtest.advise.candidates import Candidate, Embedded, candidates, embed_workload
 from loadtest.advise.deployables import serve_config, write_deployables, write_serve_config
 from loadtest.advise.economics import Outcome, economics, judge, levers, outcome_from_dict, rank
-from loadtest.advise.plan import plan_search
+from loadtest.advise.plan import CELL_OVERHEAD_S, plan_search
 from loadtest.advise.quality import measure_quality
 from loadtest.advise.speed import SearchPlan, Verification, measure_speed, serve, verify
 from loadtest.advise.workload import InputError, Workload, load_workload
@@ -90,10 +90,14 @@ class AdviseRun:
             print(f"resuming {self.dir}: {len(self.outcomes)} candidates already measured", file=sys.stderr)
         settings_file.write_text(json.dumps(now, indent=2))
 
+    def work_dir(self, name: str) -> Path:
+        """A candidate's own folder: its embedserve.yaml, server logs and search cells (its result sits beside it)."""
+        return self.dir / "candidates" / name.replace("/", "__")
+
     def save(self, outcome: Outcome) -> None:
         self.outcomes[outcome.name] = outcome
-        path = self.dir / "candidates" / f"{outcome.name.replace('/', '__')}.json"
-        path.write_text(json.dumps(asdict(outcome), indent=2))
+        work = self.work_dir(outcome.name)  # a model name may hold dots (Qwen3-Embedding-0.6B): no with_suffix
+        (work.parent / f"{work.name}.json").write_text(json.dumps(asdict(outcome), indent=2))
 
     # --- one candidate --------------------------------------------------------------------------------------------
     def reference(self, model: str) -> Embedded:
@@ -110,7 +114,7 @@ class AdviseRun:
     def measure(self, candidate: Candidate, plan: SearchPlan) -> Outcome:
         settings, workload = self.settings, self.workload
         outcome = Outcome(candidate.name, candidate.model, candidate.backend, candidate.dtype)
-        work = self.dir / "candidates" / candidate.name.replace("/", "__")
+        work = self.work_dir(candidate.name)
         config_path = write_serve_config(work / "embedserve.yaml", serve_config(candidate, settings, self.device))
         try:
             reference = self.reference(candidate.model)
@@ -159,8 +163,9 @@ class AdviseRun:
             )
             began = time.monotonic()
             outcome = self.measure(candidate, plan)
-            searched = sum(1 for _ in (outcome.speed.curve if outcome.speed else ()))
-            self.fixed_seconds.append(max(0.0, time.monotonic() - began - searched * (plan.warmup + plan.duration + 3)))
+            cells = len(outcome.speed.curve) if outcome.speed else 0
+            searching = cells * (plan.warmup + plan.duration + CELL_OVERHEAD_S)
+            self.fixed_seconds.append(max(0.0, time.monotonic() - began - searching))
             self.save(outcome)
             print(f"  {candidate.name}: {report.one_line(outcome)}", file=sys.stderr, flush=True)
 
@@ -185,7 +190,7 @@ class AdviseRun:
 
     def verify(self, outcome: Outcome) -> Verification:
         """Serves the candidate from its embedserve.yaml and loads it at the rate each replica will get."""
-        work = self.dir / "candidates" / outcome.name.replace("/", "__")
+        work = self.work_dir(outcome.name)
         per_replica = self.settings.rate / outcome.economics.replicas
         print(
             f"\nverifying {outcome.name}: {per_replica:g} req/s (the rate per replica) for "

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from loadtest.advise.candidates import CPU_BACKENDS, Candidate, candidates
 from loadtest.advise.economics import Outcome, Speed, economics, judge, levers, rank, replicas_needed
 from loadtest.advise.plan import FULL, plan_search
 from loadtest.advise.quality import QualityFigures
@@ -143,3 +144,11 @@ def test_nothing_verified_means_nothing_recommended():
 def test_a_candidate_that_sustains_nothing_has_infinite_cost_per_token():
     cost = economics(Speed(max_rate=5, tokens_per_s=0.0, cores=1), 1, 0.3, 10, [384], None, 2)
     assert math.isinf(cost.cost_per_million_tokens)
+
+
+def test_candidates_are_every_setup_this_machine_runs_unless_named():
+    on_cpu = [c.backend for c in candidates(["m"], [], "cpu")]
+    assert on_cpu[: len(CPU_BACKENDS)] == list(CPU_BACKENDS) and set(on_cpu) - set(CPU_BACKENDS) <= {"candle", "ort"}
+    on_gpu = candidates(["org/a", "b"], [], "cuda:0")
+    assert [c.name for c in on_gpu[:3]] == ["a/torch-float16", "a/torch-bfloat16", "a/onnx"] and len(on_gpu) == 6
+    assert candidates(["m"], ["onnx-int8"], "cuda") == [Candidate("m", "onnx-int8", "auto")]
