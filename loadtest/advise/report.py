@@ -88,7 +88,15 @@ COLUMNS = [
     "cost/h",
     "per 1M tok",
     "per 1M docs",
+    "GB/1M docs",
 ]
+
+
+def storage(economics) -> str:
+    """float32 vectors of a million documents, full size, and the smallest Matryoshka size the model offers."""
+    sizes = sorted(economics.storage_gb_per_million_documents.items())
+    (small_dims, small), (_, full) = sizes[0], sizes[-1]
+    return f"{full:.2f}" + (f" ({small_dims}d: {small:.2f})" if len(sizes) > 1 else "")
 
 
 def row(outcome: Outcome, machine: str = "") -> list[str]:
@@ -109,6 +117,7 @@ def row(outcome: Outcome, machine: str = "") -> list[str]:
         fmt(e.cost_per_hour) if e else "-",
         fmt(e.cost_per_million_tokens) if e else "-",
         fmt(e.cost_per_million_documents) if e else "-",
+        storage(e) if e else "-",
     ]
 
 

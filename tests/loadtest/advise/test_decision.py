@@ -11,6 +11,7 @@ from loadtest.advise.candidates import CPU_BACKENDS, Candidate, candidates
 from loadtest.advise.economics import Outcome, Speed, economics, judge, levers, rank, replicas_needed
 from loadtest.advise.plan import FULL, plan_search
 from loadtest.advise.quality import QualityFigures
+from loadtest.advise.report import storage
 from loadtest.advise.run import choose
 from loadtest.advise.speed import Verification, agree
 
@@ -35,6 +36,7 @@ def test_cost_arithmetic_in_core_hours_and_in_money():
     assert in_cores.cost_per_million_tokens == pytest.approx(per_million)
     assert in_cores.cost_per_million_documents == pytest.approx(per_million * 50)
     assert in_cores.storage_gb_per_million_documents == {768: pytest.approx(3.072), 256: pytest.approx(1.024)}
+    assert storage(in_cores) == "3.07 (256d: 1.02)"  # the table's column: full size, and the smallest Matryoshka
     # $0.80 an hour for 8 cores: $0.10 a core-hour.
     in_money = economics(speed, 100, 0.3, 50, [768], price_per_hour=0.8, machine_cores=8)
     assert in_money.cost_unit == "$" and in_money.cost_per_hour == pytest.approx(4 * 1.25 * 0.1)
