@@ -120,7 +120,8 @@ def exported(cache_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The three backends on MiniLM, as `embedserve serve` runs them; but no shedding by expected wait, so that the
-    correctness tests' bursts do not depend on how fast the machine is (tests/server/http/test_admission.py tests the shedding)."""
+    correctness tests' bursts do not depend on how fast the machine is (tests/server/http/test_admission.py tests
+    the shedding)."""
     running = start_server(
         exported, tmp_path_factory.mktemp("logs"), "--backends", "torch,onnx,openvino", "--max-queue-wait-ms", "0"
     )
