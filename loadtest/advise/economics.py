@@ -157,6 +157,8 @@ def levers(outcomes: list[Outcome], inputs_range: tuple[int, int], has_gpu: bool
         advice.append("a looser --slo-p99-ms, or a smaller model")
     if any(o.rejected.startswith("quality") for o in outcomes):
         advice.append("a non-quantised backend, or a lower --min-overlap / --min-cosine if your search tolerates it")
+    if outcomes and all(o.rejected.startswith("failed to") for o in outcomes):
+        advice.append("a candidate that loads: none did (each one's reason is above)")
     return advice
 
 

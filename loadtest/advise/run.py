@@ -62,6 +62,8 @@ class AdviseRun:
         self.device = resolve_device("auto")
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         self.dir = settings.resume or settings.output / f"advise-{stamp}"
+        if settings.resume and not (settings.resume / "settings.json").exists():
+            raise InputError(f"--resume {settings.resume}: no advise run there (its settings.json is missing)")
         (self.dir / "candidates").mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
         self.candidates = candidates(settings.models, settings.backends, self.device)
@@ -76,7 +78,7 @@ class AdviseRun:
     def _check_resume(self) -> None:
         settings_file = self.dir / "settings.json"
         now = json.loads(self.settings.model_dump_json(exclude={"resume", "api_key"}))
-        if self.settings.resume and settings_file.exists():
+        if self.settings.resume:
             before = json.loads(settings_file.read_text())
             changed = [key for key in RESUME_KEYS if before.get(key) != now.get(key)]
             if changed:

@@ -99,3 +99,6 @@ def test_bad_input_stops_before_anything_starts(tmp_path, capsys):
     with pytest.raises(SystemExit, match=f"embedserve advise: {empty}: no texts in it"):
         main(["advise", "--corpus", str(empty), "--output", str(tmp_path / "runs")])
     assert not (tmp_path / "runs").exists()
+    with pytest.raises(SystemExit, match=f"--resume {tmp_path}: no advise run there"):
+        main(["advise", "--resume", str(tmp_path), "--output", str(tmp_path / "runs")])
+    assert not (tmp_path / "candidates").exists()

@@ -87,6 +87,8 @@ def test_levers_when_nothing_meets_the_objective():
     assert any("fewer inputs per request (now up to 16)" in lever for lever in said)
     assert any("int8" in lever for lever in said) and any("GPU" in lever for lever in said)
     assert not any("fewer inputs" in lever for lever in levers(ranked, (1, 1), has_gpu=True))
+    broken = Outcome("x", "m", "x", "auto", rejected="failed to load: OSError: no such model")
+    assert levers([broken], (1, 1), has_gpu=False) == ["a candidate that loads: none did (each one's reason is above)"]
 
 
 def test_rounds_agree_within_the_tolerance():
