@@ -43,6 +43,11 @@ class BenchSettings(EngineSettings):
     output: Path = Field(
         Path("reports"), description="parent directory of the run's directory (its vector fingerprints)"
     )
+    reference: bool = Field(
+        False,
+        description="also time each backend beside sentence-transformers' own path on the same model and graph "
+        "(torch; ONNX and OpenVINO backends), in alternated rounds: ours / reference per cell",
+    )
 
 
 class ServerClientSettings(SettingsBase):

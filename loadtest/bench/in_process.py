@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import resource
 import statistics
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from corpus.texts import texts
 from loadtest.bench.quality import RetrievalSet
+from loadtest.bench.reference import ReferenceRun, measure_reference
 from loadtest.probe import fingerprint
 from loadtest.processes import SPAWN
 from loadtest.settings import BenchSettings
@@ -56,6 +59,7 @@ class BackendRun:
     parity_vectors: np.ndarray | None = None
     retrieval_vectors: np.ndarray | None = None
     fingerprint: np.ndarray | None = None  # loadtest/probe/fingerprint.py's texts: drift between runs
+    reference: ReferenceRun | None = None  # --reference: against sentence-transformers' own path
     error: str = ""
 
 
@@ -80,6 +84,12 @@ def measure_backend(
     run.parity_vectors = embedder.embed_texts(parity_texts).dense
     run.retrieval_vectors = embedder.embed_texts(retrieval.all_texts).dense
     run.fingerprint = embedder.embed_texts(fingerprint.TEXTS).dense
+    if settings.reference:
+        pools = {profile: texts(profile, max(settings.batch_sizes) * 4, seed=1) for profile in settings.profiles}
+        with tempfile.TemporaryDirectory(prefix="embedserve-reference-") as folder:
+            run.reference = measure_reference(
+                embedder, backend, pools, settings.batch_sizes, settings.seconds, parity_texts, Path(folder)
+            )
     run.peak_rss_mb = _peak_rss_mb()
     return run
 

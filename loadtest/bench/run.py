@@ -10,6 +10,7 @@ depends on them, so a figure from another machine compares with nothing here.
 
 from __future__ import annotations
 
+import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 from corpus.texts import varied_texts
 from loadtest.bench.in_process import BackendRun, measure_backend
 from loadtest.bench.quality import RetrievalSet, min_cosine, top_k_overlap
+from loadtest.bench.reference import PAIRS
 from loadtest.bench.served import ServedReport, format_served, measure_served
 from loadtest.probe import fingerprint
 from loadtest.probe.environment import describe_cpu, gpus, instruction_sets, int8_dot_product
@@ -142,4 +144,29 @@ def format_report(settings: BenchSettings, report: BenchReport, retrieval: Retri
             lines.append(f"{run.backend:<15}{parity:>10}{overlap:>8}{run.peak_rss_mb:>13.0f}{run.load_s:>8.1f}")
     if report.quality_error:
         lines.append(f"quality not measured: {report.quality_error}")
-    return "\n".join(lines)
+    return "\n".join(lines + reference_lines(runs))
+
+
+def reference_lines(runs: list[BackendRun]) -> list[str]:
+    """--reference: ours over the reference runner per cell, the median of its alternated rounds and their range."""
+    compared = [run for run in runs if run.reference is not None]
+    if not compared:
+        return []
+    lines = [
+        "",
+        f"against the reference runner (ours / reference inputs/s; median of {PAIRS} alternated rounds, min-max; "
+        "parity: min cosine between the two outputs)",
+        f"{'backend':<15}{'profile':<8}{'batch':>6}{'ours':>10}{'reference':>11}{'ratio':>7}{'range':>13}  runner",
+    ]
+    for run in compared:
+        if run.reference.error:
+            lines.append(f"{run.backend:<15}not compared: {run.reference.error}")
+            continue
+        for cell in run.reference.cells:
+            low, high = cell.spread
+            lines.append(
+                f"{run.backend:<15}{cell.profile:<8}{cell.batch_size:>6}{statistics.median(cell.ours):>10.1f}"
+                f"{statistics.median(cell.reference):>11.1f}{cell.ratio:>7.2f}{f'{low:.2f}-{high:.2f}':>13}  "
+                f"{run.reference.runner}, parity {run.reference.parity:.6f}"
+            )
+    return lines

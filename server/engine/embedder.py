@@ -146,7 +146,11 @@ class Embedder:
         self.sparse_head = SparseHead.load(model_dir, self.spec.sparse_head) if self.spec.sparse_head else None
         self.image_text = self.spec.modality == "text+image"
         self.image_processing = ImageProcessing.from_model_dir(model_dir) if self.image_text else None
-        self.backend.load(backend_files(self.settings, model_dir, self.backend), self.settings, device)
+        self.model_dir = model_dir
+        # What the backend loaded: the model's folder (torch) or its exported artefact (the bench's reference runners
+        # load the same graph).
+        self.files = backend_files(self.settings, model_dir, self.backend)
+        self.backend.load(self.files, self.settings, device)
         self.load_seconds = time.monotonic() - started
         log.info(
             "loaded %s on %s (%s) in %.1f s", settings.model, self.backend.name, self.backend.device, self.load_seconds

@@ -50,8 +50,14 @@ def test_bench_measures_in_process_quality_served_and_soak(exported, capsys, tmp
         cache=exported,
         allow_export=False,
         output=tmp_path,
+        reference=True,
     )
     report = run_bench(settings)
+    # Beside sentence-transformers' ONNX backend on the very graph embedserve exported, in alternated rounds.
+    reference = report.runs[0].reference
+    assert reference.error == "" and reference.parity > 0.9999 and "onnx backend, the same graph" in reference.runner
+    assert {(c.profile, c.batch_size) for c in reference.cells} == {(p, b) for p in ("short", "long") for b in (1, 32)}
+    assert all(len(c.ours) == len(c.reference) == 3 and c.ratio > 0 for c in reference.cells)
     # Each backend's vectors of the fingerprint texts, for `embedserve report A B`: the engine's own onnx vectors.
     (kept,) = tmp_path.glob(f"bench-*/{fingerprint.FILE}")
     assert report.fingerprints == kept and list(fingerprint.load(kept)) == ["onnx"]
@@ -82,7 +88,8 @@ def test_bench_measures_in_process_quality_served_and_soak(exported, capsys, tmp
     drift = soak.drift["onnx"]
     assert min(drift.settled_mb, drift.end_mb, soak.rss_after_burst["onnx"]) > 50
     printed = capsys.readouterr().out
-    for heading in ("CPU: ", "quality against sentence-transformers", "served: one server", "soak: 6 s"):
+    headings = ("CPU: ", "quality against sentence-transformers", "against the reference runner", "served: one server")
+    for heading in (*headings, "soak: 6 s"):
         assert heading in printed, f"the printed report has no section starting {heading!r}"
 
 

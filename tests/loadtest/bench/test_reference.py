@@ -1,0 +1,30 @@
+"""The reference column's arithmetic and the order its rounds alternate in."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtest.bench.reference import ORDER, ReferenceCell, alternate
+
+
+def test_rounds_alternate_ours_reference_reference_ours_and_average_each_pair():
+    calls: list[str] = []
+    figures = iter([100.0, 50.0, 70.0, 80.0, 90.0, 60.0, 60.0, 110.0])
+
+    def measure(side: str):
+        def run() -> float:
+            calls.append(side)
+            return next(figures)
+
+        return run
+
+    rounds = alternate({"ours": measure("ours"), "reference": measure("reference")}, pairs=2)
+    assert calls == list(ORDER) * 2 == ["ours", "reference", "reference", "ours"] * 2
+    # Pair 1: ours 100 and 80, reference 50 and 70; pair 2: ours 90 and 110, reference 60 and 60.
+    assert rounds == {"ours": [90.0, 100.0], "reference": [60.0, 60.0]}
+
+
+def test_the_ratio_is_the_median_of_the_rounds_with_their_range():
+    cell = ReferenceCell("short", 32, ours=[90.0, 100.0, 99.0], reference=[60.0, 100.0, 90.0])
+    assert cell.ratios == pytest.approx([1.5, 1.0, 1.1])
+    assert cell.ratio == pytest.approx(1.1) and cell.spread == pytest.approx((1.0, 1.5))
