@@ -48,6 +48,11 @@ class BenchSettings(EngineSettings):
         description="also time each backend beside sentence-transformers' own path on the same model and graph "
         "(torch; ONNX and OpenVINO backends), in alternated rounds: ours / reference per cell",
     )
+    reference_pairs: int = Field(
+        3,
+        ge=1,
+        description="--reference: pairs of rounds per cell, each ours-reference-reference-ours (more: a tighter range)",
+    )
 
 
 class ServerClientSettings(SettingsBase):

@@ -88,7 +88,14 @@ def measure_backend(
         pools = {profile: texts(profile, max(settings.batch_sizes) * 4, seed=1) for profile in settings.profiles}
         with tempfile.TemporaryDirectory(prefix="embedserve-reference-") as folder:
             run.reference = measure_reference(
-                embedder, backend, pools, settings.batch_sizes, settings.seconds, parity_texts, Path(folder)
+                embedder,
+                backend,
+                pools,
+                settings.batch_sizes,
+                settings.seconds,
+                settings.reference_pairs,
+                parity_texts,
+                Path(folder),
             )
     run.peak_rss_mb = _peak_rss_mb()
     return run

@@ -120,14 +120,11 @@ class ReferenceRun:
     error: str = ""
 
 
-PAIRS = 3
-
-
 def measure_reference(
     embedder: Embedder, backend: str, profiles: dict[str, list[str]], batch_sizes: list[int], seconds: float,
-    parity_texts: list[str], folder: Path,
+    pairs: int, parity_texts: list[str], folder: Path,
 ) -> ReferenceRun:  # fmt: skip
-    """`profiles`: each profile's pool of texts. Cells of `seconds` per side and round, PAIRS pairs of rounds."""
+    """`profiles`: each profile's pool of texts. Cells of `seconds` per side and round, `pairs` pairs of rounds."""
     runtime = backend.partition("-")[0]
     try:
         encode = reference_encoder(embedder, runtime, folder)
@@ -146,7 +143,7 @@ def measure_reference(
                     "ours": lambda: inputs_per_s(embedder.embed_texts, batches, seconds),  # noqa: B023
                     "reference": lambda: inputs_per_s(encode, batches, seconds),  # noqa: B023
                 },
-                PAIRS,
+                pairs,
             )
             cells.append(ReferenceCell(profile, batch_size, figures["ours"], figures["reference"]))
     ours, theirs = embedder.embed_texts(parity_texts).dense, encode(parity_texts)

@@ -22,7 +22,6 @@ import numpy as np
 from corpus.texts import varied_texts
 from loadtest.bench.in_process import BackendRun, measure_backend
 from loadtest.bench.quality import RetrievalSet, min_cosine, top_k_overlap
-from loadtest.bench.reference import PAIRS
 from loadtest.bench.served import ServedReport, format_served, measure_served
 from loadtest.probe import fingerprint
 from loadtest.probe.environment import describe_cpu, gpus, instruction_sets, int8_dot_product
@@ -144,17 +143,18 @@ def format_report(settings: BenchSettings, report: BenchReport, retrieval: Retri
             lines.append(f"{run.backend:<15}{parity:>10}{overlap:>8}{run.peak_rss_mb:>13.0f}{run.load_s:>8.1f}")
     if report.quality_error:
         lines.append(f"quality not measured: {report.quality_error}")
-    return "\n".join(lines + reference_lines(runs))
+    return "\n".join(lines + reference_lines(runs, settings.reference_pairs))
 
 
-def reference_lines(runs: list[BackendRun]) -> list[str]:
+def reference_lines(runs: list[BackendRun], pairs: int) -> list[str]:
     """--reference: ours over the reference runner per cell, the median of its alternated rounds and their range."""
     compared = [run for run in runs if run.reference is not None]
     if not compared:
         return []
     lines = [
         "",
-        f"against the reference runner (ours / reference inputs/s; median of {PAIRS} alternated rounds, min-max; "
+        f"against the reference runner (ours / reference inputs/s; median of {pairs} alternated pairs of rounds, "
+        "min-max; "
         "parity: min cosine between the two outputs)",
         f"{'backend':<15}{'profile':<8}{'batch':>6}{'ours':>10}{'reference':>11}{'ratio':>7}{'range':>13}  runner",
     ]
