@@ -12,7 +12,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from loadtest.advise.speed import SearchPlan, Verification, measure_speed, serve
 from loadtest.advise.workload import InputError, Workload, load_workload
 from loadtest.probe import fingerprint
 from loadtest.probe.environment import describe_machine
-from loadtest.processes import SPAWN
+from loadtest.processes import in_child
 from loadtest.settings import AdviseSettings
 from server.engine import resolve_device
 from server.settings import EngineSettings
@@ -48,12 +47,6 @@ def engine_settings(settings: AdviseSettings, candidate: Candidate) -> EngineSet
         max_tokens=settings.max_tokens,
         trust_remote_code=settings.trust_remote_code,
     )
-
-
-def in_child(function: Callable, *args):
-    """Runs `function` in a fresh process: its peak RSS is its own, and what it loads leaves with it."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN) as pool:
-        return pool.submit(function, *args).result()
 
 
 class AdviseRun:

@@ -125,19 +125,13 @@ def measure_speed(
     answered = [r for r in results if r.requests]
     speed.lowest_p99_ms = min((r.p99_ms for r in answered if r.p99_ms), default=None)
     if speed.max_rate:
-        best = max(
-            (r for r in results if r.rate == speed.max_rate and breaks_slo(r, slo_ms, MAX_MISSED) is None), key=_rate
-        )
+        best = next(r for r in results if r.rate == speed.max_rate and breaks_slo(r, slo_ms, MAX_MISSED) is None)
         speed.p99_ms, speed.tokens_per_s, speed.inputs_per_s = best.p99_ms, best.tokens_per_s, best.inputs_per_s
         speed.cores = (best.worker_cores or 0) + (best.http_cores or 0) + (best.other_cores or 0)
     worker_peak = max((r.worker_rss_peak_mb or 0.0 for r in results), default=0.0)
     others = rss_by_process(MetricsSnapshot.scrape(server_url))
     speed.memory_mb = worker_peak + sum(mb for role, mb in others.items() if not role.startswith("worker"))
     return speed
-
-
-def _rate(result: CellResult) -> float:
-    return result.rate or 0.0
 
 
 @dataclass

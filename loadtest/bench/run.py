@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +24,7 @@ from loadtest.bench.quality import RetrievalSet, min_cosine, top_k_overlap
 from loadtest.bench.served import ServedReport, format_served, measure_served
 from loadtest.probe import fingerprint
 from loadtest.probe.environment import describe_cpu, gpus, instruction_sets, int8_dot_product
-from loadtest.processes import SPAWN
+from loadtest.processes import in_child
 from loadtest.settings import BenchSettings
 from server.engine import resolve_device, resolve_model_dir
 
@@ -69,12 +68,10 @@ def run_bench(settings: BenchSettings) -> BenchReport:
     report = BenchReport([])
     for backend in settings.backends:
         print(f"measuring {backend} ...", file=sys.stderr, flush=True)
-        with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN) as pool:
-            report.runs.append(pool.submit(measure_backend, settings, backend, parity_texts, retrieval).result())
-    with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN) as pool:
-        reference = pool.submit(
-            _reference_vectors, settings.model, parity_texts + retrieval.all_texts, resolve_device(settings.device)
-        ).result()
+        report.runs.append(in_child(measure_backend, settings, backend, parity_texts, retrieval))
+    reference = in_child(
+        _reference_vectors, settings.model, parity_texts + retrieval.all_texts, resolve_device(settings.device)
+    )
     if isinstance(reference, str):
         report.quality_error = reference
     else:
