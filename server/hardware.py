@@ -1,7 +1,8 @@
 """What the host offers the runtimes: its CPU's instruction sets, and whether a CUDA GPU is there.
 
 Which kernels pay off depends on the instruction sets: int8 needs a dot-product set (VNNI or AMX), and bf16 float
-ops beat f32 only with AMX. The bench prints them beside every figure."""
+ops need AVX512-BF16 or AMX (on an int8 graph they beat f32 only with AMX). The bench prints them beside every
+figure."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ def resolve_device(requested: str) -> str:
         if probe.returncode == 0 and "GPU" in probe.stdout:
             return "cuda:0"
     return "cpu"
+
+
+# CPU features with bf16 arithmetic.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 @cache

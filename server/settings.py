@@ -120,7 +120,8 @@ class EngineSettings(SettingsBase):
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto",
-        description="torch compute dtype; auto = float32 on CPU, float16 on CUDA (bfloat16 where the model needs it)",
+        description="compute dtype of torch, and of OpenVINO (bfloat16 on CPUs with AVX512-BF16 or AMX; float32 "
+        "otherwise); auto = float32 on CPU, float16 on CUDA (bfloat16 where the model needs it)",
     )
     cache: Path = Field(
         default_factory=default_cache_dir,

@@ -4,7 +4,8 @@ handicap of embedserve's.
 
 The reference runners are sentence-transformers' own paths: `encode` on torch, and its ONNX and OpenVINO backends on
 the very graph embedserve exported (a folder of links: the model's files, plus the artefact where sentence-transformers
-looks for it). Rounds alternate ours-reference-reference-ours, so that a machine whose speed drifts over the minutes
+looks for it). OpenVINO's runs at our float precision: left to itself it picks bf16 on CPUs with bf16 arithmetic,
+which is faster and less exact (`--dtype bfloat16` measures that on both sides). Rounds alternate ours-reference-reference-ours, so that a machine whose speed drifts over the minutes
 biases neither side.
 """
 
@@ -37,6 +38,7 @@ class ReferenceCell:
     batch_size: int
     ours: list[float]
     reference: list[float]
+    padding: float = 1.0  # tokens ours ran over the reference's (which pads each call to its longest input)
 
     @property
     def ratios(self) -> list[float]:
@@ -79,6 +81,8 @@ def reference_encoder(embedder: Embedder, runtime: str, folder: Path) -> Callabl
     except ImportError:
         return "sentence-transformers is not installed (pip install embedserve[dev])"
     options = {} if runtime == "torch" else {"backend": GRAPH_FILES[runtime][0]}
+    if runtime == "openvino":
+        options["model_kwargs"] = {"ov_config": {"INFERENCE_PRECISION_HINT": embedder.backend.precision}}
     model = SentenceTransformer(str(linked_folder(embedder, runtime, folder)), device="cpu", **options)
     model.max_seq_length = embedder.spec.max_tokens
 
@@ -96,6 +100,13 @@ def inputs_per_s(encode: Callable[[list[str]], object], batches: list[list[str]]
         encode(batch)
         inputs += len(batch)
     return inputs / (time.perf_counter() - started)
+
+
+def padding_ratio(embedder: Embedder, batches: list[list[str]]) -> float:
+    """Padded tokens of our passes over those of one pass per call padded to its longest input (the reference's)."""
+    ours = sum(embedder.embed_texts(batch).stats.padded_tokens for batch in batches)
+    theirs = sum(len(batch) * max(map(len, embedder.tokenize_texts(batch).ids)) for batch in batches)
+    return ours / theirs
 
 
 def alternate(measure: dict[str, Callable[[], float]], pairs: int) -> dict[str, list[float]]:
@@ -133,6 +144,8 @@ def measure_reference(
     if isinstance(encode, str):
         return ReferenceRun(error=encode)
     runner = "sentence-transformers" + ("" if runtime == "torch" else f" ({runtime} backend, the same graph)")
+    if runtime == "openvino":
+        runner += f", {embedder.backend.precision} as ours"
     cells = []
     for profile, pool in profiles.items():
         for batch_size in batch_sizes:
@@ -145,6 +158,7 @@ def measure_reference(
                 },
                 pairs,
             )
-            cells.append(ReferenceCell(profile, batch_size, figures["ours"], figures["reference"]))
+            padding = padding_ratio(embedder, batches)
+            cells.append(ReferenceCell(profile, batch_size, figures["ours"], figures["reference"], padding))
     ours, theirs = embedder.embed_texts(parity_texts).dense, encode(parity_texts)
     return ReferenceRun(runner, cells, float((ours * theirs).sum(axis=1).min()))

@@ -15,7 +15,7 @@ def bucket_length(length: int, limit: int) -> int:
     """`length` rounded up to one of four sizes per doubling (..., 16, 20, 24, 28, 32, 40, ..., 256, 320, ...), at
     most `limit`.
 
-    Runtimes that compile or cache kernels per input shape (OpenVINO, PyTorch's oneDNN) then see a bounded set of
+    Runtimes that compile or cache kernels per input shape (OpenVINO; PyTorch on CUDA) then see a bounded set of
     shapes, and their memory stops growing with every new length. It costs less than 1/4 more padding, 1/8 typically.
     """
     granule = 1 << max(0, length.bit_length() - 3)

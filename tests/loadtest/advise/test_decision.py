@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from loadtest.advise import candidates as candidates_module
 from loadtest.advise.candidates import CPU_BACKENDS, Candidate, candidates
 from loadtest.advise.economics import Outcome, Speed, economics, judge, levers, rank, replicas_needed
 from loadtest.advise.plan import FULL, plan_search
@@ -150,9 +151,17 @@ def test_a_candidate_that_sustains_nothing_has_infinite_cost_per_token():
     assert math.isinf(cost.cost_per_million_tokens)
 
 
-def test_candidates_are_every_setup_this_machine_runs_unless_named():
+def test_candidates_are_every_setup_this_machine_runs_unless_named(monkeypatch):
     on_cpu = [c.backend for c in candidates(["m"], [], "cpu")]
-    assert on_cpu[: len(CPU_BACKENDS)] == list(CPU_BACKENDS) and set(on_cpu) - set(CPU_BACKENDS) <= {"candle", "ort"}
+    assert on_cpu[: len(CPU_BACKENDS)] == list(CPU_BACKENDS) and set(on_cpu) - set(CPU_BACKENDS) <= {
+        "candle",
+        "ort",
+        "openvino",
+    }
+    for flags, bf16 in [({"avx2", "avx512_bf16"}, True), ({"avx2", "avx512_vnni"}, False)]:
+        monkeypatch.setattr(candidates_module, "cpu_flags", lambda flags=flags: frozenset(flags))
+        names = [c.name for c in candidates(["m"], [], "cpu")]
+        assert ("m/openvino-bfloat16" in names) == bf16, names
     on_gpu = candidates(["org/a", "b"], [], "cuda:0")
     assert [c.name for c in on_gpu[:3]] == ["a/torch-float16", "a/torch-bfloat16", "a/onnx"] and len(on_gpu) == 6
     assert candidates(["m"], ["onnx-int8"], "cuda") == [Candidate("m", "onnx-int8", "auto")]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from loadtest.bench.reference import ORDER, ReferenceCell, alternate
+from loadtest.bench.reference import ORDER, ReferenceCell, alternate, padding_ratio
 
 
 def test_rounds_alternate_ours_reference_reference_ours_and_average_each_pair():
@@ -28,3 +30,18 @@ def test_the_ratio_is_the_median_of_the_rounds_with_their_range():
     cell = ReferenceCell("short", 32, ours=[90.0, 100.0, 99.0], reference=[60.0, 100.0, 90.0])
     assert cell.ratios == pytest.approx([1.5, 1.0, 1.1])
     assert cell.ratio == pytest.approx(1.1) and cell.spread == pytest.approx((1.0, 1.5))
+
+
+def test_padding_counts_our_passes_tokens_over_one_pass_per_call_padded_to_its_longest():
+    class Bucketing:
+        """Pads every text to 8 tokens, in one pass per call; a text's tokens are its words."""
+
+        def tokenize_texts(self, texts):
+            return SimpleNamespace(ids=[text.split() for text in texts])
+
+        def embed_texts(self, texts):
+            return SimpleNamespace(stats=SimpleNamespace(padded_tokens=8 * len(texts)))
+
+    batches = [["a b c", "a b c d e f"], ["a b c d e f g h"]]
+    # Ours 16 + 8 tokens; the reference's 2 x 6 + 1 x 8.
+    assert padding_ratio(Bucketing(), batches) == pytest.approx(24 / 20)

@@ -66,6 +66,21 @@ def test_openvino_runs_power_of_two_rows_with_the_same_results(exported, referen
     assert (encoded.dense * reference[:93]).sum(axis=1).min() >= MIN_COSINE["openvino"]
 
 
+def test_torch_on_the_cpu_pads_to_the_longest_input_and_openvino_to_a_bucket(exported):
+    """Length buckets bound OpenVINO's per-shape memory; on the CPU, torch's stays flat without them, so there they
+    would only cost it padding (torch.py)."""
+    settings = EngineSettings(model=MODEL, cache=exported, allow_export=False, device="cpu")
+    embedders = {backend: Embedder(settings, backend) for backend in ("torch", "openvino")}
+    lengths = [len(ids) for ids in embedders["torch"].tokenize_texts(TEXTS).ids]
+    # The 8 shortest texts but one, with the next longer: a batch whose longest input is no bucket's length.
+    by_length = sorted(range(len(TEXTS)), key=lengths.__getitem__)
+    last = next(i for i in by_length[7:] if bucket_length(lengths[i], 256) != lengths[i])
+    texts = [TEXTS[i] for i in (*by_length[:7], last)]
+    for backend, padded_length in [("torch", lengths[last]), ("openvino", bucket_length(lengths[last], 256))]:
+        passes = embedders[backend].embed_texts(texts).stats.forward_passes
+        assert [(p.inputs, p.padded_tokens) for p in passes] == [(8, 8 * padded_length)], backend
+
+
 def test_torch_pools_on_its_device_and_returns_no_hidden_states(exported, reference, monkeypatch):
     embedder = Embedder(EngineSettings(model=MODEL, cache=exported, allow_export=False, device="cpu"), "torch")
 

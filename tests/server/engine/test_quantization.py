@@ -12,7 +12,7 @@ from server.backends.openvino import float_precision
 from server.engine.artefacts import artefact_dir
 from server.engine.embedder import Embedder
 from server.engine.quantization import calibration_batches, smooth_onnx
-from server.hardware import cpu_flags
+from server.hardware import BF16_FLAGS, cpu_flags
 from server.settings import EngineSettings
 from tests.helpers import MODEL
 
@@ -80,19 +80,40 @@ def test_int8_keeps_nine_in_ten_of_each_querys_top_ten(backend, exported, retrie
     assert overlap >= 0.9, f"{backend}: top-10 overlap {overlap:.3f}"
     if backend.startswith("openvino"):
         compiled = embedder.backend._request.get_compiled_model()
-        expected = float_precision(embedder.backend.quantize, cpu_flags())
+        expected = float_precision(embedder.backend.quantize, "float32", cpu_flags())
         assert compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == expected
 
 
 @pytest.mark.parametrize(
-    ("quantize", "flags", "precision"),
+    ("quantize", "dtype", "flags", "precision"),
     [
-        ("int8", {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}, "bf16"),
-        ("int8", {"avx512_vnni", "avx512_bf16"}, "f32"),  # bf16 without AMX ran slower than f32
-        ("int8", set(), "f32"),
-        ("none", {"avx512_bf16", "amx_bf16"}, "f32"),  # fp32 keeps its parity, even where bf16 is fast
-        ("int8-weights", {"avx512_bf16", "amx_bf16"}, "f32"),
+        ("int8", "float32", {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}, "bf16"),
+        ("int8", "float32", {"avx512_vnni", "avx512_bf16"}, "f32"),  # bf16 without AMX ran slower than f32
+        ("int8", "float32", set(), "f32"),
+        ("none", "float32", {"avx512_bf16", "amx_bf16"}, "f32"),  # fp32 keeps its parity, even where bf16 is fast
+        ("none", "float16", {"avx512_bf16"}, "f32"),  # a CUDA host's default dtype: this backend stays on the CPU
+        ("int8-weights", "float32", {"avx512_bf16", "amx_bf16"}, "f32"),
+        ("none", "bfloat16", {"avx512_bf16"}, "bf16"),  # asked for by name
+        ("int8", "bfloat16", {"avx512_bf16"}, "bf16"),
     ],
 )
-def test_openvino_runs_int8_float_ops_in_bf16_only_where_amx_makes_it_faster(quantize, flags, precision):
-    assert float_precision(quantize, frozenset(flags)) == precision
+def test_openvino_runs_float_ops_in_bf16_where_asked_or_where_amx_makes_int8_faster(quantize, dtype, flags, precision):
+    assert float_precision(quantize, dtype, frozenset(flags)) == precision
+
+
+def test_openvino_bfloat16_on_a_cpu_without_bf16_arithmetic_is_refused_not_run_in_f32():
+    with pytest.raises(ValueError, match="AVX512-BF16 or AMX"):
+        float_precision("none", "bfloat16", frozenset({"avx2", "avx512_vnni"}))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cpu_flags() & BF16_FLAGS, reason="this CPU has no bf16 arithmetic")
+def test_openvino_bfloat16_compiles_in_bf16_and_stays_close_to_float32(exported, retrieval_reference):
+    retrieval, reference = retrieval_reference
+    settings = EngineSettings(model=MODEL, cache=exported, allow_export=False, device="cpu", dtype="bfloat16")
+    embedder = Embedder(settings, "openvino")
+    compiled = embedder.backend._request.get_compiled_model()
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
+    vectors = embedder.embed_texts(retrieval.all_texts).dense
+    cosines = (vectors * reference).sum(axis=1)
+    assert 0.999 < cosines.min() < 1 - 1e-7  # close to fp32, but not fp32: the bf16 arithmetic did run
