@@ -5,8 +5,8 @@ handicap of embedserve's.
 The reference runners are sentence-transformers' own paths: `encode` on torch, and its ONNX and OpenVINO backends on
 the very graph embedserve exported (a folder of links: the model's files, plus the artefact where sentence-transformers
 looks for it). OpenVINO's runs at our float precision: left to itself it picks bf16 on CPUs with bf16 arithmetic,
-which is faster and less exact (`--dtype bfloat16` measures that on both sides). Rounds alternate ours-reference-reference-ours, so that a machine whose speed drifts over the minutes
-biases neither side.
+which is faster and less exact (`--dtype bfloat16` measures that on both sides). Rounds alternate
+ours-reference-reference-ours, so that a machine whose speed drifts over the minutes biases neither side.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ def test_bench_measures_in_process_quality_served_and_soak(exported, capsys, tmp
     assert {(c.profile, c.batch_size) for c in reference.cells} == {(p, b) for p in ("short", "long") for b in (1, 32)}
     assert all(len(c.ours) == len(c.reference) == 1 and c.ratio > 0 for c in reference.cells)
     # ONNX Runtime needs no length buckets: each of its passes pads to its own longest input, at most the call's.
-    assert all(c.padding <= 1 for c in reference.cells) and {c.padding for c in reference.cells if c.batch_size == 1} == {1}
+    assert all(c.padding <= 1 for c in reference.cells)
+    assert {c.padding for c in reference.cells if c.batch_size == 1} == {1}
     # Each backend's vectors of the fingerprint texts, for `embedserve report A B`: the engine's own onnx vectors.
     (kept,) = tmp_path.glob(f"bench-*/{fingerprint.FILE}")
     assert report.fingerprints == kept and list(fingerprint.load(kept)) == ["onnx"]
