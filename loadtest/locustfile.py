@@ -74,6 +74,16 @@ def add_arguments(parser) -> None:
         include_in_web_ui=True,
         help="dimension every embedding must have (0: --dimensions, else what /v1/models reports)",
     )
+    parser.add_argument(
+        "--embeddings-path",
+        default="",
+        include_in_web_ui=True,
+        help="POST here instead of /<backend>/v1/embeddings: another OpenAI-compatible server (/v1/embeddings for "
+        "TEI and vLLM, /embeddings for Infinity); give --model and --expected-dimensions too",
+    )
+    parser.add_argument(
+        "--unit-norm", action="store_true", help="with --embeddings-path: every embedding must be unit length"
+    )
     parser.add_argument("--seed", type=int, default=0, include_in_web_ui=True, help="seed of the text choice")
     parser.add_argument(
         "--warmup",
@@ -147,13 +157,13 @@ class EmbeddingUser(FastHttpUser):
         number = next(self._numbers)
         self.authorization = authorization(options.api_key)
         backends = [name.strip() for name in options.backends.split(",") if name.strip()]
-        served = self.served()
-        if not backends:
-            backends = served.ready_backends if served else []
+        served = self.served() if not options.embeddings_path else None
+        if not backends:  # a peer has no backends: its path names its users
+            backends = served.ready_backends if served else [options.embeddings_path] if options.embeddings_path else []
         if not backends:
             raise RuntimeError("no backend to load: the server lists none ready in /v1/models; give --backends")
         self.backend = backends[number % len(backends)]
-        self.path = f"/{self.backend}/v1/embeddings"
+        self.path = options.embeddings_path or f"/{self.backend}/v1/embeddings"
         self.rng = random.Random(options.seed * 100_003 + number)
         key = (options.text_profile, options.seed)
         if key not in self._pools:
@@ -166,7 +176,7 @@ class EmbeddingUser(FastHttpUser):
         self.expected_dimensions = (
             options.expected_dimensions or options.dimensions or (served.dimensions(self.backend) if served else None)
         )
-        self.unit_norm = served.normalized(self.backend) if served else False
+        self.unit_norm = served.normalized(self.backend) if served else options.unit_norm
 
     def served(self) -> Served | None:
         """The server's /v1/models, asked once per process (a failure of its own when it cannot be read)."""

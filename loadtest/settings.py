@@ -12,6 +12,7 @@ from pydantic_settings import CliPositionalArg
 
 from corpus.texts import PROFILES, TextProfile
 from loadtest.client.arrivals import Arrival
+from loadtest.sweep.targets import parse_peer
 from server.settings import DEFAULT_MODEL, CommaList, Duration, EngineSettings, SettingsBase, default_cache_dir
 
 PROFILES_HELP = "text lengths, comma separated: " + "; ".join(f"{name} {about}" for name, about in PROFILES.items())
@@ -103,7 +104,23 @@ class SweepSettings(ServerClientSettings):
         False, description="first measure and print the highest rate one open-loop generator process holds here"
     )
     locust_processes: int = Field(1, ge=1, description="Locust processes per cell (--processes), for heavy loads")
+    peer: list[str] = Field(
+        [],
+        description="NAME=URL, repeatable: also load another OpenAI-compatible embedding server (its base URL: "
+        "requests go to URL/embeddings), with the same requests and checks, alternated with ours",
+    )
+    rounds: int = Field(
+        1, ge=1, description="each cell this many times, in alternated order (ours, peers, then peers, ours, ...)"
+    )
     output: Path = Field(Path("reports"), description="parent directory of the run's report directory")
+
+    @field_validator("peer")
+    @classmethod
+    def _peers_are_name_equals_url(cls, peers: list[str]) -> list[str]:
+        names = [parse_peer(spec)[0] for spec in peers]  # raises with the flag's expected form
+        if len(set(names)) < len(names):
+            raise ValueError(f"--peer names must differ: {names}")
+        return peers
 
 
 class ReportSettings(SettingsBase):

@@ -39,6 +39,7 @@ class ReferenceCell:
     ours: list[float]
     reference: list[float]
     padding: float = 1.0  # tokens ours ran over the reference's (which pads each call to its longest input)
+    passes: float = 1.0  # our forward passes per call (the reference runs one: its batch size is the call's)
 
     @property
     def ratios(self) -> list[float]:
@@ -102,11 +103,12 @@ def inputs_per_s(encode: Callable[[list[str]], object], batches: list[list[str]]
     return inputs / (time.perf_counter() - started)
 
 
-def padding_ratio(embedder: Embedder, batches: list[list[str]]) -> float:
-    """Padded tokens of our passes over those of one pass per call padded to its longest input (the reference's)."""
-    ours = sum(embedder.embed_texts(batch).stats.padded_tokens for batch in batches)
+def how_ours_ran(embedder: Embedder, batches: list[list[str]]) -> tuple[float, float]:
+    """What our engine ran that the reference did not: padded tokens over those of one pass per call padded to its
+    longest input (the reference's), and forward passes per call (the token budget cuts a call of long texts)."""
+    stats = [embedder.embed_texts(batch).stats for batch in batches]
     theirs = sum(len(batch) * max(map(len, embedder.tokenize_texts(batch).ids)) for batch in batches)
-    return ours / theirs
+    return sum(s.padded_tokens for s in stats) / theirs, sum(s.passes for s in stats) / len(batches)
 
 
 def alternate(measure: dict[str, Callable[[], float]], pairs: int) -> dict[str, list[float]]:
@@ -158,7 +160,7 @@ def measure_reference(
                 },
                 pairs,
             )
-            padding = padding_ratio(embedder, batches)
-            cells.append(ReferenceCell(profile, batch_size, figures["ours"], figures["reference"], padding))
+            padding, passes = how_ours_ran(embedder, batches)
+            cells.append(ReferenceCell(profile, batch_size, figures["ours"], figures["reference"], padding, passes))
     ours, theirs = embedder.embed_texts(parity_texts).dense, encode(parity_texts)
     return ReferenceRun(runner, cells, float((ours * theirs).sum(axis=1).min()))

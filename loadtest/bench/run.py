@@ -153,9 +153,9 @@ def reference_lines(runs: list[BackendRun], pairs: int) -> list[str]:
         f"against the reference runner (ours / reference inputs/s; median of {pairs} alternated pairs of rounds, "
         "min-max; "
         "parity: min cosine between the two outputs; padding: tokens ours ran over the reference's, which pads each "
-        "call to its longest input only)",
+        "call to its longest input only; passes: our forward passes per call, the reference's being 1)",
         f"{'backend':<15}{'profile':<8}{'batch':>6}{'ours':>10}{'reference':>11}{'ratio':>7}{'range':>13}"
-        f"{'padding':>9}  runner",
+        f"{'padding':>9}{'passes':>8}  runner",
     ]
     for run in compared:
         if run.reference.error:
@@ -166,11 +166,18 @@ def reference_lines(runs: list[BackendRun], pairs: int) -> list[str]:
             lines.append(
                 f"{run.backend:<15}{cell.profile:<8}{cell.batch_size:>6}{statistics.median(cell.ours):>10.1f}"
                 f"{statistics.median(cell.reference):>11.1f}{cell.ratio:>7.2f}{f'{low:.2f}-{high:.2f}':>13}"
-                f"{f'{cell.padding - 1:+.0%}':>9}  {run.reference.runner}, parity {run.reference.parity:.6f}"
+                f"{f'{cell.padding - 1:+.0%}':>9}{cell.passes:>8.1f}  {run.reference.runner}, "
+                f"parity {run.reference.parity:.6f}"
             )
-    if any(cell.padding > 1.005 for run in compared if run.reference.cells for cell in run.reference.cells):
+    cells = [cell for run in compared if run.reference.cells for cell in run.reference.cells]
+    if any(cell.padding > 1.005 for cell in cells):
         lines.append(
             "padding above +0%: length buckets (and power-of-two row counts on OpenVINO) that keep a runtime's "
             "per-shape memory bounded in a long-running server; the reference does not bound it"
+        )
+    if any(cell.passes > 1 for cell in cells):
+        lines.append(
+            "passes above 1: the token budget of a forward pass (--max-batch-tokens) cuts a call into passes, bounding "
+            "a pass's memory and the wait of requests behind it; the reference runs the whole call in one pass"
         )
     return lines

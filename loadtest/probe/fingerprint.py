@@ -5,14 +5,12 @@ transformers upgrade, #590 and #649)."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from corpus.texts import varied_texts
-from loadtest.client.api_key import authorization
+from loadtest.client.openai_api import embed
 
 TEXTS = varied_texts(64, seed=64)
 FILE = "fingerprint.npz"
@@ -20,20 +18,9 @@ FILE = "fingerprint.npz"
 MIN_COSINE = 0.999
 
 
-def served_fingerprints(server_url: str, backends: list[str], model: str) -> dict[str, np.ndarray]:
-    """Each backend's vectors of TEXTS, asked of a running server."""
-    vectors = {}
-    for backend in backends:
-        body = json.dumps({"model": model, "input": TEXTS}).encode()
-        request = urllib.request.Request(
-            f"{server_url}/{backend}/v1/embeddings",
-            data=body,
-            headers={"Content-Type": "application/json", **authorization()},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            data = json.load(response)["data"]
-        vectors[backend] = np.asarray([item["embedding"] for item in data], dtype=np.float32)
-    return vectors
+def served_fingerprints(endpoints: dict[str, tuple[str, str]]) -> dict[str, np.ndarray]:
+    """Each endpoint's vectors of TEXTS, asked of a running server: name -> (its embeddings URL, the model to ask)."""
+    return {name: embed(url, model, TEXTS) for name, (url, model) in endpoints.items()}
 
 
 def save(path: Path, vectors: dict[str, np.ndarray]) -> Path:

@@ -3,9 +3,9 @@
 Plots (plots.py): throughput vs batch size, latency percentiles vs concurrency, throughput vs p99 (the saturation
 curve), latency vs load (open-loop arrival rates beside the closed-loop curves), memory per backend. Tables
 (tables.py): ratios between backends measured in the same run, the highest load within the SLO (with the maximum
-sustainable arrival rate of each backend and their ratios), every cell, and with a baseline run, the change of every
-cell both runs share, regressions marked. The page's pieces (`PAGE_STYLE`, `html_table`, `embedded_image`) are
-public: the soak's report is built from them too.
+sustainable arrival rate of each backend and their ratios), our backends against peer servers (--peer), every cell,
+and with a baseline run, the change of every cell both runs share, regressions marked. The page's pieces
+(`PAGE_STYLE`, `html_table`, `embedded_image`) are public: the soak's report is built from them too.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import html
 from pathlib import Path
 
 from loadtest.client.http_load import SCHEDULE_SLACK_PCT
+from loadtest.probe import fingerprint
 from loadtest.probe.fingerprint import drift_lines
 from loadtest.report.cells import is_open, load_label, load_run
 from loadtest.report.plots import (
@@ -26,10 +27,12 @@ from loadtest.report.plots import (
 )
 from loadtest.report.tables import (
     CELL_COLUMNS,
+    PEER_HEADER,
     cell_value,
     comparison_rows,
     format_value,
     max_rate_rows,
+    peer_rows,
     ratio_rows,
 )
 from loadtest.settings import ReportSettings
@@ -106,6 +109,22 @@ def write_report(settings: ReportSettings) -> Path:
         f'<p class="note">Each backend over {html.escape(base)} in the same cell.</p>',
         html_table(["profile", "batch", "load", *backends], ratios),
     ]
+    if any(c.get("peer") for c in cells):
+        vectors = fingerprint.load(run_dir / fingerprint.FILE) if (run_dir / fingerprint.FILE).exists() else {}
+        peers = run["environment"].get("peers", {})
+        rows = peer_rows(cells, vectors)
+        parts += [
+            "<h2>Against peer servers (same generator, same requests, alternated)</h2>",
+            '<p class="note">'
+            + "; ".join(
+                f"{html.escape(n)}: {html.escape(p['host'] + p['path'])} ({html.escape(p['model'])})"
+                for n, p in peers.items()
+            )
+            + f". {sweep.get('rounds', 1)} round(s) per cell. Ratio: ours over the peer's inputs/s, the median of the "
+            "rounds' own ratios, with their range; marked where the range holds 1 (within the run's drift). Parity: "
+            "the lowest cosine between the two servers' vectors of the same 64 texts.</p>",
+            html_table(PEER_HEADER, [row for row, _ in rows], [drift for _, drift in rows], mark="flag"),
+        ]
     if len(closed) < len(cells):
         parts.append(
             '<p class="note">Open-loop cells: requests sent at their due time whatever the server does; latency '

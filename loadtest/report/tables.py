@@ -3,6 +3,10 @@ the maximum sustainable rates, every cell."""
 
 from __future__ import annotations
 
+import statistics
+
+import numpy as np
+
 from loadtest.report.cells import load_label, load_order, ordered
 
 
@@ -119,3 +123,72 @@ def format_value(value) -> str:
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
+
+
+PEER_HEADER = [
+    "profile",
+    "batch",
+    "load",
+    "ours",
+    "peer",
+    "ours inputs/s",
+    "peer inputs/s",
+    "ratio",
+    "range",
+    "ours p99 ms",
+    "peer p99 ms",
+    "parity",
+]
+
+
+def peer_rows(cells: list[dict], vectors: dict[str, np.ndarray]) -> list[tuple[list[str], bool]]:
+    """Each of our backends against each peer (--peer), per shape: medians over the rounds; the ratio (ours over the
+    peer's inputs/s) is the median of the rounds' own ratios, with their range. Marked: a range that holds 1, where
+    the difference is within the run's drift. Parity: the lowest cosine between the two's vectors of the fingerprint
+    texts (1.0: the same model, computed alike)."""
+    rounds_of: dict[tuple, dict[int, dict]] = {}
+    for cell in cells:
+        key = (cell["backend"], cell["profile"], cell["batch_size"], load_order(cell))
+        rounds_of.setdefault(key, {})[cell.get("round", 0)] = cell
+    peers = list(dict.fromkeys(c["backend"] for c in cells if c.get("peer")))
+    ours = list(dict.fromkeys(c["backend"] for c in cells if not c.get("peer")))
+    shapes = {(c["profile"], c["batch_size"], load_order(c)): load_label(c) for c in cells}
+    rows = []
+    for (profile, batch, order), load in sorted(shapes.items()):
+        for backend in ours:
+            for peer in peers:
+                mine, theirs = (
+                    rounds_of.get((backend, profile, batch, order)),
+                    rounds_of.get((peer, profile, batch, order)),
+                )
+                if mine and theirs:
+                    row, within_drift = compare_rounds(mine, theirs, vectors.get(backend), vectors.get(peer))
+                    rows.append(([profile, str(batch), load, backend, peer, *row], within_drift))
+    return rows
+
+
+def compare_rounds(
+    mine: dict[int, dict], theirs: dict[int, dict], my_vectors: np.ndarray | None, their_vectors: np.ndarray | None
+) -> tuple[list[str], bool]:
+    """peer_rows' figures of one shape, from the two sides' cells by round."""
+    rounds = sorted(set(mine) & set(theirs))
+    ratios = [mine[r]["inputs_per_s"] / theirs[r]["inputs_per_s"] for r in rounds if theirs[r]["inputs_per_s"]]
+
+    def median(side: dict[int, dict], key: str) -> str:
+        return format_value(statistics.median(side[r][key] for r in rounds))
+
+    parity = (
+        f"{float((my_vectors * their_vectors).sum(axis=1).min()):.6f}"
+        if my_vectors is not None and their_vectors is not None
+        else "-"
+    )
+    row = [
+        median(mine, "inputs_per_s"),
+        median(theirs, "inputs_per_s"),
+        f"{statistics.median(ratios):.2f}x" if ratios else "-",
+        f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-",
+        median(mine, "p99_ms"),
+        median(theirs, "p99_ms"),
+        parity,
+    ]
+    return row, bool(ratios) and min(ratios) <= 1 <= max(ratios)

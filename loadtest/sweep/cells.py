@@ -22,6 +22,7 @@ class Cell:
     batch_size: int
     concurrency: int = 0
     rate: float | None = None
+    round: int = 0  # --rounds: the same cell again, alternated with the others of its shape
 
     @property
     def open_loop(self) -> bool:
@@ -30,11 +31,14 @@ class Cell:
     @property
     def name(self) -> str:
         load = f"r{self.rate:g}" if self.open_loop else f"c{self.concurrency}"
-        return f"{self.backend}_{self.profile}_b{self.batch_size}_{load}"
+        again = f"_round{self.round}" if self.round else ""
+        return f"{self.backend}_{self.profile}_b{self.batch_size}_{load}{again}"
 
     def label(self) -> str:
         load = f"{self.rate:g} req/s" if self.open_loop else f"{self.concurrency} users"
-        return f"{self.backend} {self.profile} batch {self.batch_size} x {load}"
+        return f"{self.backend} {self.profile} batch {self.batch_size} x {load}" + (
+            f" (round {self.round + 1})" if self.round else ""
+        )
 
 
 @dataclass
@@ -81,6 +85,8 @@ class CellResult:
     # The load generator's busiest process (Locust, or the open-loop client), in % of one core.
     client_cpu_pct: float = 0.0
     client_cpu_bound: bool = False
+    round: int = 0
+    peer: bool = False  # a peer server's cell (--peer): `backend` holds the peer's name
 
     @property
     def generator_behind(self) -> bool:

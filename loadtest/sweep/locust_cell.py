@@ -18,13 +18,14 @@ from loadtest.client.latency import LatencySummary
 from loadtest.settings import SweepSettings
 from loadtest.sweep.cells import Cell, CellResult
 from loadtest.sweep.locust_csv import read_failures, read_last_history_row
+from loadtest.sweep.targets import Target
 
 LOCUSTFILE = Path(__file__).parents[1] / "locustfile.py"
 
 
 class LocustCell:
-    def __init__(self, settings: SweepSettings, server_url: str, cell: Cell, directory: Path):
-        self.settings, self.server_url, self.cell = settings, server_url, cell
+    def __init__(self, settings: SweepSettings, target: Target, cell: Cell, directory: Path):
+        self.settings, self.target, self.cell = settings, target, cell
         self.prefix = directory / cell.name
         self.log_path = directory / f"{cell.name}.log"
         self.latency_prefix = directory / f"{cell.name}_latencies"
@@ -41,7 +42,7 @@ class LocustCell:
             "--headless",
             "--only-summary",
             "--host",
-            self.server_url,
+            self.target.host,
             "-u",
             str(cell.concurrency),
             "-r",
@@ -57,7 +58,7 @@ class LocustCell:
             "--backends",
             cell.backend,
             "--model",
-            s.model,
+            self.target.model,
             "--batch-size",
             str(cell.batch_size),
             "--text-profile",
@@ -73,6 +74,9 @@ class LocustCell:
         ]
         if s.dimensions:
             command += ["--dimensions", str(s.dimensions)]
+        if self.target.peer:  # no embedserve /v1/models to read what to expect from
+            command += ["--embeddings-path", self.target.path, "--expected-dimensions", str(self.target.dimensions)]
+            command += ["--unit-norm"] if self.target.unit_norm else []
         if s.locust_processes > 1:
             command += ["--processes", str(s.locust_processes)]
         return command

@@ -22,10 +22,10 @@ from loadtest.client.checks import embeddings_failure
 from loadtest.client.echo_server import echo_server_process
 from loadtest.client.http_load import OpenLoopResult, open_loop
 from loadtest.client.latency import LatencySummary
-from loadtest.probe.discovery import Served
 from loadtest.processes import SPAWN
 from loadtest.settings import SweepSettings
 from loadtest.sweep.cells import Cell, CellResult
+from loadtest.sweep.targets import Target
 
 BODIES = 256
 
@@ -53,24 +53,26 @@ class RequestSource(Protocol):
         ...
 
 
-def request_body(settings: SweepSettings, inputs: list[str]) -> bytes:
+def request_body(settings: SweepSettings, inputs: list[str], model: str | None = None) -> bytes:
     extra = {"dimensions": settings.dimensions} if settings.dimensions else {}
     return json.dumps(
-        {"model": settings.model, "input": inputs, "encoding_format": settings.encoding_format, **extra}
+        {"model": model or settings.model, "input": inputs, "encoding_format": settings.encoding_format, **extra}
     ).encode()
 
 
 @dataclass(frozen=True)
 class ProfileRequests:
-    """Requests of `batch_size` consecutive texts of a profile's pool, from seeded starting points."""
+    """Requests of `batch_size` consecutive texts of a profile's pool, from seeded starting points (`model`: the name
+    a peer server knows the model by, where it differs)."""
 
     settings: SweepSettings
+    model: str | None = None
 
     def bodies(self, cell: Cell) -> tuple[list[bytes], list[int]]:
         pool = texts(cell.profile, 1024, seed=self.settings.seed)
         rng = random.Random(f"bodies:{self.settings.seed}")
         batches = [window(pool, rng.randrange(len(pool)), cell.batch_size) for _ in range(BODIES)]
-        return [request_body(self.settings, batch) for batch in batches], [cell.batch_size] * BODIES
+        return [request_body(self.settings, batch, self.model) for batch in batches], [cell.batch_size] * BODIES
 
 
 def generate(job: GeneratorJob, results) -> None:
@@ -97,19 +99,17 @@ def generate(job: GeneratorJob, results) -> None:
 
 
 class OpenLoopCell:
-    def __init__(
-        self, settings: SweepSettings, server_url: str, cell: Cell, served: Served | None, requests: RequestSource
-    ):
+    def __init__(self, settings: SweepSettings, target: Target, cell: Cell, requests: RequestSource):
         self.settings, self.cell = settings, cell
         self.span = settings.warmup + settings.duration
         bodies, inputs = requests.bodies(cell)
         self.job = GeneratorJob(
-            server_url,
-            f"/{cell.backend}/v1/embeddings",
+            target.host,
+            target.path,
             bodies,
             inputs,
-            settings.dimensions or (served.dimensions(cell.backend) if served else None),
-            served.normalized(cell.backend) if served else False,
+            target.dimensions,
+            target.unit_norm,
             settings.encoding_format,
             arrival_times(cell.rate, self.span, settings.arrival, settings.seed),
             self.span,

@@ -17,11 +17,13 @@ from loadtest.probe.discovery import discover
 from loadtest.probe.environment import describe_environment
 from loadtest.probe.fingerprint import served_fingerprints
 from loadtest.probe.launcher import start_server_for_load
+from loadtest.report.tables import PEER_HEADER, peer_rows
 from loadtest.settings import SweepSettings
 from loadtest.sweep.cells import Cell, CellResult
 from loadtest.sweep.open_cell import generator_capacity
 from loadtest.sweep.runner import CLIENT_CPU_LIMIT_PCT, CellRunner
 from loadtest.sweep.saturation import BISECTIONS, Saturation, find_max, saturation_levels
+from loadtest.sweep.targets import backend_target, parse_peer, peer_target
 
 
 def closed_loop_wanted(settings: SweepSettings) -> bool:
@@ -29,14 +31,20 @@ def closed_loop_wanted(settings: SweepSettings) -> bool:
     return not settings.rates or "concurrency" in settings.model_fields_set
 
 
-def grid(settings: SweepSettings) -> list[Cell]:
+def grid(settings: SweepSettings, peers: list[str] = ()) -> list[Cell]:
+    """Every shape (profile x batch size x load) on every backend and peer, one shape after another; with --rounds,
+    each shape's backends and peers in turn in the opposite order every other round (ours, peers, peers, ours, ...),
+    so that a machine whose speed drifts favours none of them."""
+    loads = [(users, None) for users in settings.concurrency] if closed_loop_wanted(settings) else []
+    loads += [(0, rate) for rate in settings.rates]
+    targets = [*settings.backends, *peers]
     cells = []
-    for backend in settings.backends:
-        for profile in settings.profiles:
-            for batch_size in settings.batch_sizes:
-                if closed_loop_wanted(settings):
-                    cells += [Cell(backend, profile, batch_size, users) for users in settings.concurrency]
-                cells += [Cell(backend, profile, batch_size, rate=rate) for rate in settings.rates]
+    for profile in settings.profiles:
+        for batch_size in settings.batch_sizes:
+            for users, rate in loads:
+                for round_ in range(settings.rounds):
+                    order = targets if round_ % 2 == 0 else targets[::-1]
+                    cells += [Cell(name, profile, batch_size, users, rate, round_) for name in order]
     return cells
 
 
@@ -47,7 +55,9 @@ def search_cells(settings: SweepSettings) -> int:
         if not settings.rates
         else len([r for r in (settings.rates[0] * 2**n for n in range(32)) if r <= settings.max_rate]) + BISECTIONS
     )
-    return len(settings.backends) * len(settings.profiles) * len(settings.batch_sizes) * per_search
+    return (
+        (len(settings.backends) + len(settings.peer)) * len(settings.profiles) * len(settings.batch_sizes) * per_search
+    )
 
 
 def write_results(
@@ -101,6 +111,21 @@ def format_table(results: list[CellResult]) -> str:
     return "\n".join(lines)
 
 
+def format_peer_table(results: list[CellResult], vectors: dict) -> str:
+    rows = peer_rows([asdict(result) for result in results], vectors)
+    table = [PEER_HEADER, *(row for row, _ in rows)]
+    widths = [max(len(row[column]) for row in table) for column in range(len(PEER_HEADER))]
+
+    def line(row: list[str]) -> str:  # the first five columns name the cell, the rest are figures
+        return "  ".join(v.ljust(w) if i < 5 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+
+    lines = ["against peer servers (ours / peer inputs/s: the median of the rounds' ratios, and their range)"]
+    lines += [line(PEER_HEADER)] + [
+        line(row) + ("  (within the rounds' drift)" if drift else "") for row, drift in rows
+    ]
+    return "\n".join(lines)
+
+
 def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
     """Runs `cells` (default: the settings' grid) or the saturation search; returns the run's directory."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -126,21 +151,29 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
             settings = settings.model_copy(update={"backends": served.ready_backends})
         if settings.host and "model" not in settings.model_fields_set:
             settings = settings.model_copy(update={"model": served.model})
-        fingerprint.save(run_dir / fingerprint.FILE, served_fingerprints(server_url, settings.backends, settings.model))
+        peers = {
+            name: peer_target(name, url, settings.model, settings.dimensions)
+            for name, url in map(parse_peer, settings.peer)
+        }
+        environment["peers"] = {name: asdict(target) for name, target in peers.items()}
+        targets = [backend_target(server_url, b, settings.model, served, None) for b in settings.backends]
+        vectors = served_fingerprints({t.name: (t.host + t.path, t.model) for t in [*targets, *peers.values()]})
+        fingerprint.save(run_dir / fingerprint.FILE, vectors)
         results: list[CellResult] = []
         saturation: list[Saturation] = []
         save = lambda: write_results(run_dir, environment, settings, results, saturation)  # noqa: E731
         if settings.find_max:
-            runner = CellRunner(settings, server_url, run_dir, search_cells(settings), served)
+            runner = CellRunner(settings, server_url, run_dir, search_cells(settings), served, peers=peers)
 
             def on_result(result: CellResult) -> None:
                 results.append(result)
                 save()
 
-            saturation = find_max(runner.run, settings, on_result)
+            searched = settings.model_copy(update={"backends": [*settings.backends, *peers]})
+            saturation = find_max(runner.run, searched, on_result)
         else:
-            cells = grid(settings) if cells is None else cells
-            runner = CellRunner(settings, server_url, run_dir, len(cells), served)
+            cells = grid(settings, list(peers)) if cells is None else cells
+            runner = CellRunner(settings, server_url, run_dir, len(cells), served, peers=peers)
             for cell in cells:
                 results.append(runner.run(cell))
                 save()
@@ -149,6 +182,8 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
         if server:
             server.stop()
     print("\n" + format_table(results))
+    if settings.peer:
+        print("\n" + format_peer_table(results, fingerprint.load(run_dir / fingerprint.FILE)))
     print(
         "(load: users (closed loop) or arrivals per second (open loop); req/s: correct answers per second; good/s: "
         f"those within --slo-ms {settings.slo_ms:g}; ms: exact latency percentiles (open loop: from each "

@@ -20,6 +20,7 @@ from loadtest.sweep.cells import Cell, CellResult
 from loadtest.sweep.locust_cell import LocustCell
 from loadtest.sweep.open_cell import OpenLoopCell, ProfileRequests, RequestSource
 from loadtest.sweep.progress import Progress
+from loadtest.sweep.targets import Target, backend_target
 
 # Above this share of one core, the load generator itself may be what limits the cell, not the server.
 CLIENT_CPU_LIMIT_PCT = 80.0
@@ -55,6 +56,7 @@ class CellRunner:
         total_cells: int,
         served: Served | None = None,
         requests: RequestSource | None = None,
+        peers: dict[str, Target] | None = None,
     ):
         self.settings = settings
         self.server_url = server_url
@@ -63,16 +65,25 @@ class CellRunner:
         self.total_cells = total_cells
         self.served = served  # what the server said it serves: the answers' expected dimensions and norm
         self.requests = requests or ProfileRequests(settings)  # open loop's bodies
+        self.peers = peers or {}
         self.done = 0
         self.started = time.monotonic()
         self.progress = Progress()
 
+    def target(self, cell: Cell) -> Target:
+        if cell.backend in self.peers:
+            return self.peers[cell.backend]
+        return backend_target(self.server_url, cell.backend, self.settings.model, self.served, self.settings.dimensions)
+
     def run(self, cell: Cell) -> CellResult:
+        target = self.target(cell)
         job: LoadJob
         if cell.open_loop:
-            job = OpenLoopCell(self.settings, self.server_url, cell, self.served, self.requests)
+            # A peer may name the model otherwise (Infinity: its folder); the requests are the same otherwise.
+            requests = self.requests if not target.peer else ProfileRequests(self.settings, target.model)
+            job = OpenLoopCell(self.settings, target, cell, requests)
         else:
-            job = LocustCell(self.settings, self.server_url, cell, self.locust_dir)
+            job = LocustCell(self.settings, target, cell, self.locust_dir)
         watch = CellWatch(self.server_url, cell.backend, job.start())
         measured_from = None
         while job.running():
@@ -84,9 +95,13 @@ class CellRunner:
             phase = "measuring" if measured_from is not None else "warming up"
             self.progress.update(f"{self.position(cell)} {phase:<10} {job.live_figures()} {self.time_left()}")
         result = job.result()
+        result.round, result.peer = cell.round, target.peer
         if result.requests == 0:
             raise RuntimeError(f"no request completed in cell {cell.name}")
-        self.server_side(result, watch, measured_from or watch.first)
+        if not target.peer:  # a peer has no embedserve /metrics: its server-side figures stay empty
+            self.server_side(result, watch, measured_from or watch.first)
+        result.client_cpu_pct = watch.client_cpu_pct()
+        result.client_cpu_bound = result.client_cpu_pct > CLIENT_CPU_LIMIT_PCT
         self.progress.finish(f"{self.position(cell)} {summary(result)}")
         self.done += 1
         return result
@@ -119,8 +134,6 @@ class CellRunner:
             result.http_cores = after.since(before, cpu, role="http") / seconds
             result.other_cores = max(0.0, all_cores - result.worker_cores - result.http_cores)
         result.gpu_memory_peak_mb = watch.gpu_memory_peak / MB if watch.gpu_memory_peak else None
-        result.client_cpu_pct = watch.client_cpu_pct()
-        result.client_cpu_bound = result.client_cpu_pct > CLIENT_CPU_LIMIT_PCT
 
 
 def summary(result: CellResult) -> str:

@@ -61,6 +61,13 @@ def test_bench_measures_in_process_quality_served_and_soak(exported, capsys, tmp
     assert all(len(c.ours) == len(c.reference) == 1 and c.ratio > 0 for c in reference.cells)
     # ONNX Runtime needs no length buckets: each of its passes pads to its own longest input, at most the call's.
     assert all(c.padding <= 1 for c in reference.cells)
+    # A call of 32 long texts is more than one pass's token budget (2048): the reference runs it as one.
+    assert {(c.profile, c.batch_size): c.passes > 1 for c in reference.cells} == {
+        ("short", 1): False,
+        ("short", 32): False,
+        ("long", 1): False,
+        ("long", 32): True,
+    }
     assert {c.padding for c in reference.cells if c.batch_size == 1} == {1}
     # Each backend's vectors of the fingerprint texts, for `embedserve report A B`: the engine's own onnx vectors.
     (kept,) = tmp_path.glob(f"bench-*/{fingerprint.FILE}")

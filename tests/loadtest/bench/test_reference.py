@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadtest.bench.reference import ORDER, ReferenceCell, alternate, padding_ratio
+from loadtest.bench.reference import ORDER, ReferenceCell, alternate, how_ours_ran
 
 
 def test_rounds_alternate_ours_reference_reference_ours_and_average_each_pair():
@@ -34,14 +34,14 @@ def test_the_ratio_is_the_median_of_the_rounds_with_their_range():
 
 def test_padding_counts_our_passes_tokens_over_one_pass_per_call_padded_to_its_longest():
     class Bucketing:
-        """Pads every text to 8 tokens, in one pass per call; a text's tokens are its words."""
+        """Pads every text to 8 tokens, one pass per text; a text's tokens are its words."""
 
         def tokenize_texts(self, texts):
             return SimpleNamespace(ids=[text.split() for text in texts])
 
         def embed_texts(self, texts):
-            return SimpleNamespace(stats=SimpleNamespace(padded_tokens=8 * len(texts)))
+            return SimpleNamespace(stats=SimpleNamespace(padded_tokens=8 * len(texts), passes=len(texts)))
 
     batches = [["a b c", "a b c d e f"], ["a b c d e f g h"]]
-    # Ours 16 + 8 tokens; the reference's 2 x 6 + 1 x 8.
-    assert padding_ratio(Bucketing(), batches) == pytest.approx(24 / 20)
+    # Ours 16 + 8 tokens in 2 + 1 passes; the reference's 2 x 6 + 1 x 8 tokens, one pass per call.
+    assert how_ours_ran(Bucketing(), batches) == pytest.approx((24 / 20, 1.5))
