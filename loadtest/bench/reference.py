@@ -5,7 +5,8 @@ handicap of embedserve's.
 The reference runners are sentence-transformers' own paths: `encode` on torch, and its ONNX and OpenVINO backends on
 the very graph embedserve exported (a folder of links: the model's files, plus the artefact where sentence-transformers
 looks for it). OpenVINO's runs at our float precision: left to itself it picks bf16 on CPUs with bf16 arithmetic,
-which is faster and less exact (`--dtype bfloat16` measures that on both sides). Rounds alternate
+which is faster and less exact (`--dtype bfloat16` measures that on both sides). The Rust runtimes' reference is
+embed-anything's own call on the model our backend loaded. Rounds alternate
 ours-reference-reference-ours, so that a machine whose speed drifts over the minutes biases neither side.
 """
 
@@ -26,6 +27,8 @@ GRAPH_FILES = {
     "onnx": ("onnx", ("model.onnx",)),
     "openvino": ("openvino", ("openvino_model.xml", "openvino_model.bin")),
 }
+# Runtimes in Rust through embed-anything (server/backends/rust.py): their reference is embed-anything's own call.
+RUST_RUNTIMES = ("candle", "ort")
 # Ours, then the reference, in this order per pair of rounds.
 ORDER = ("ours", "reference", "reference", "ours")
 
@@ -73,8 +76,13 @@ def linked_folder(embedder: Embedder, runtime: str, folder: Path) -> Path:
     return folder
 
 
-def reference_encoder(embedder: Embedder, runtime: str, folder: Path) -> Callable[[list[str]], np.ndarray] | str:
-    """sentence-transformers' `encode` on the same model and graph, or why there is none."""
+def reference_encoder(
+    embedder: Embedder, runtime: str, folder: Path, texts: list[str]
+) -> Callable[[list[str]], np.ndarray] | str:
+    """sentence-transformers' `encode` on the same model and graph, embed-anything called directly for the Rust
+    runtimes, or why there is none. `texts`: every text the cells will send."""
+    if runtime in RUST_RUNTIMES:
+        return direct_rust_encoder(embedder, texts)
     if runtime not in ("torch", *GRAPH_FILES):
         return f"no reference runner for {runtime} yet"
     try:
@@ -89,6 +97,18 @@ def reference_encoder(embedder: Embedder, runtime: str, folder: Path) -> Callabl
 
     def encode(texts: list[str]) -> np.ndarray:
         return model.encode(texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True)
+
+    return encode
+
+
+def direct_rust_encoder(embedder: Embedder, texts: list[str]) -> Callable[[list[str]], np.ndarray]:
+    """embed-anything's own call on the very model our backend loaded. Our engine hands it each text cut to the
+    model's limit (tokenized, cut, decoded: inside the timed call); the reference gets the same cut texts, made before
+    the timing, so both embed the same text and the ratio is what our engine's work around the runtime costs."""
+    cut = dict(zip(texts, embedder.tokenizer.decode(embedder.tokenize_texts(texts).ids), strict=True))
+
+    def encode(batch: list[str]) -> np.ndarray:
+        return embedder.backend.embed([cut[text] for text in batch])
 
     return encode
 
@@ -140,12 +160,14 @@ def measure_reference(
     """`profiles`: each profile's pool of texts. Cells of `seconds` per side and round, `pairs` pairs of rounds."""
     runtime = backend.partition("-")[0]
     try:
-        encode = reference_encoder(embedder, runtime, folder)
+        encode = reference_encoder(embedder, runtime, folder, [text for pool in profiles.values() for text in pool])
     except Exception as error:  # noqa: BLE001 - reported in the table; the bench's own figures stand
         encode = f"the reference runner did not load: {type(error).__name__}: {error}"
     if isinstance(encode, str):
         return ReferenceRun(error=encode)
     runner = "sentence-transformers" + ("" if runtime == "torch" else f" ({runtime} backend, the same graph)")
+    if runtime in RUST_RUNTIMES:
+        runner = "embed-anything called directly (the same loaded model, the same texts cut to the model's limit)"
     if runtime == "openvino":
         runner += f", {embedder.backend.precision} as ours"
     cells = []

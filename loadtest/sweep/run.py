@@ -182,8 +182,6 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
         if server:
             server.stop()
     print("\n" + format_table(results))
-    if settings.peer:
-        print("\n" + format_peer_table(results, fingerprint.load(run_dir / fingerprint.FILE)))
     print(
         "(load: users (closed loop) or arrivals per second (open loop); req/s: correct answers per second; good/s: "
         f"those within --slo-ms {settings.slo_ms:g}; ms: exact latency percentiles (open loop: from each "
@@ -191,6 +189,8 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
         "backend's worker, the HTTP front and the rest of the server used; shed: answered at once with 503 "
         "server_overloaded)"
     )
+    if settings.peer:
+        print("\n" + format_peer_table(results, fingerprint.load(run_dir / fingerprint.FILE)))
     for search in saturation:
         at = f"{search.best_rate:g} req/s" if search.load == "open" else f"{search.best_concurrency} users"
         best = (
