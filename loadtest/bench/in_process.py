@@ -95,6 +95,7 @@ def measure_backend(
                 settings.seconds,
                 settings.reference_pairs,
                 parity_texts,
+                retrieval.all_texts,
                 Path(folder),
             )
     run.peak_rss_mb = _peak_rss_mb()

@@ -4,14 +4,16 @@ handicap of embedserve's.
 
 The reference runners are sentence-transformers' own paths: `encode` on torch, and its ONNX and OpenVINO backends on
 the very graph embedserve exported (a folder of links: the model's files, plus the artefact where sentence-transformers
-looks for it). OpenVINO's runs at our float precision: left to itself it picks bf16 on CPUs with bf16 arithmetic,
-which is faster and less exact (`--dtype bfloat16` measures that on both sides). The Rust runtimes' reference is
-embed-anything's own call on the model our backend loaded. Rounds alternate
-ours-reference-reference-ours, so that a machine whose speed drifts over the minutes biases neither side.
+looks for it); for onnx-int8, sentence-transformers' own int8 export of the fp32 graph, whose quality against fp32 is
+measured beside ours. OpenVINO's runs at our float precision: left to itself it picks bf16 on CPUs with bf16
+arithmetic, which is faster and less exact (`--dtype bfloat16` measures that on both sides). The Rust runtimes'
+reference is embed-anything's own call on the model our backend loaded. Rounds alternate ours-reference-reference-ours,
+so that a machine whose speed drifts over the minutes biases neither side.
 """
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -21,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from server.engine import Embedder
+from server.engine.artefacts import artefact_dir, is_complete
+from server.hardware import cpu_flags
 
 # sentence-transformers' backend name and the files it loads from <folder>/<backend>/, per runtime.
 GRAPH_FILES = {
@@ -58,8 +62,9 @@ class ReferenceCell:
         return min(self.ratios), max(self.ratios)
 
 
-def linked_folder(embedder: Embedder, runtime: str, folder: Path) -> Path:
-    """The model's folder as sentence-transformers loads it, with embedserve's exported graph in it."""
+def linked_folder(embedder: Embedder, runtime: str, folder: Path, graph: Path | None = None) -> Path:
+    """The model's folder as sentence-transformers loads it, with embedserve's exported graph in it (from `graph`, an
+    artefact folder, where it is not the one the embedder loaded)."""
     folder.mkdir(parents=True, exist_ok=True)
     for item in embedder.model_dir.iterdir():
         if not (folder / item.name).exists():
@@ -72,43 +77,87 @@ def linked_folder(embedder: Embedder, runtime: str, folder: Path) -> Path:
         for name in names:
             link = folder / subfolder / name
             link.unlink(missing_ok=True)
-            link.symlink_to((embedder.files / name).resolve())
+            link.symlink_to(((graph or embedder.files) / name).resolve())
     return folder
 
 
 def reference_encoder(
-    embedder: Embedder, runtime: str, folder: Path, texts: list[str]
-) -> Callable[[list[str]], np.ndarray] | str:
-    """sentence-transformers' `encode` on the same model and graph, embed-anything called directly for the Rust
-    runtimes, or why there is none. `texts`: every text the cells will send."""
+    embedder: Embedder, backend: str, folder: Path, texts: list[str]
+) -> tuple[Callable[[list[str]], np.ndarray], str] | str:
+    """The reference runner of `backend` and its description, or why there is none. sentence-transformers' `encode`
+    on the same model and graph; for onnx-int8, sentence-transformers' own int8 export of the fp32 graph;
+    embed-anything called directly for the Rust runtimes. `texts`: every text the timed cells will send."""
+    runtime = backend.partition("-")[0]
     if runtime in RUST_RUNTIMES:
-        return direct_rust_encoder(embedder, texts)
+        return direct_rust_encoder(embedder, texts), (
+            "embed-anything called directly (the same loaded model, the same texts cut to the model's limit)"
+        )
     if runtime not in ("torch", *GRAPH_FILES):
         return f"no reference runner for {runtime} yet"
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
         return "sentence-transformers is not installed (pip install embedserve[dev])"
-    options = {} if runtime == "torch" else {"backend": GRAPH_FILES[runtime][0]}
+    options: dict = {} if runtime == "torch" else {"backend": GRAPH_FILES[runtime][0]}
+    runner = "sentence-transformers" + ("" if runtime == "torch" else f" ({runtime} backend, the same graph)")
     if runtime == "openvino":
         options["model_kwargs"] = {"ov_config": {"INFERENCE_PRECISION_HINT": embedder.backend.precision}}
-    model = SentenceTransformer(str(linked_folder(embedder, runtime, folder)), device="cpu", **options)
+        runner += f", {embedder.backend.precision} as ours"
+    if backend == "onnx-int8":
+        options["model_kwargs"], runner = sentence_transformers_int8(embedder, folder)
+    else:
+        linked_folder(embedder, runtime, folder)
+    model = SentenceTransformer(str(folder), device="cpu", **options)
     model.max_seq_length = embedder.spec.max_tokens
 
     def encode(texts: list[str]) -> np.ndarray:
         return model.encode(texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True)
 
-    return encode
+    return encode, runner
+
+
+def sentence_transformers_int8(embedder: Embedder, folder: Path) -> tuple[dict, str]:
+    """sentence-transformers' own int8 ONNX export (dynamic quantisation, its configuration for this CPU) of the fp32
+    graph embedserve exported: the model_kwargs that load it, and its description."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    fp32 = artefact_dir(embedder.settings.cache, embedder.settings.model, "onnx", "none")
+    if not is_complete(fp32):
+        raise FileNotFoundError(f"sentence-transformers quantises the fp32 ONNX export, not made yet: {fp32}")
+    linked_folder(embedder, "onnx", folder, graph=fp32)
+    config = st_quantization_config(cpu_flags())
+    export_dynamic_quantized_onnx_model(
+        SentenceTransformer(str(folder), device="cpu", backend="onnx"), config, str(folder)
+    )
+    return {"file_name": f"onnx/model_qint8_{config}.onnx"}, f"sentence-transformers' own int8 export ({config})"
+
+
+def st_quantization_config(flags: frozenset[str]) -> str:
+    """The name of sentence-transformers' dynamic int8 configuration for this CPU."""
+    if platform.machine() in ("aarch64", "arm64"):
+        return "arm64"
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
 
 
 def direct_rust_encoder(embedder: Embedder, texts: list[str]) -> Callable[[list[str]], np.ndarray]:
     """embed-anything's own call on the very model our backend loaded. Our engine hands it each text cut to the
     model's limit (tokenized, cut, decoded: inside the timed call); the reference gets the same cut texts, made before
     the timing, so both embed the same text and the ratio is what our engine's work around the runtime costs."""
-    cut = dict(zip(texts, embedder.tokenizer.decode(embedder.tokenize_texts(texts).ids), strict=True))
+    cut: dict[str, str] = {}
+
+    def cut_to_the_limit(texts: list[str]) -> None:
+        new = [text for text in dict.fromkeys(texts) if text not in cut]
+        if new:
+            cut.update(zip(new, embedder.tokenizer.decode(embedder.tokenize_texts(new).ids), strict=True))
 
     def encode(batch: list[str]) -> np.ndarray:
+        cut_to_the_limit(batch)  # a no-op for the cells' texts (cut below); the parity texts come later, untimed
         return embedder.backend.embed([cut[text] for text in batch])
+
+    cut_to_the_limit(texts)
 
     return encode
 
@@ -151,25 +200,23 @@ class ReferenceRun:
     cells: list[ReferenceCell] | None = None
     parity: float | None = None  # the worst cosine between ours and the reference's vectors of the parity texts
     error: str = ""
+    # A quantised reference's vectors of the bench's quality texts: its own quality against fp32, beside ours.
+    parity_vectors: np.ndarray | None = None
+    retrieval_vectors: np.ndarray | None = None
 
 
 def measure_reference(
     embedder: Embedder, backend: str, profiles: dict[str, list[str]], batch_sizes: list[int], seconds: float,
-    pairs: int, parity_texts: list[str], folder: Path,
+    pairs: int, parity_texts: list[str], retrieval_texts: list[str], folder: Path,
 ) -> ReferenceRun:  # fmt: skip
     """`profiles`: each profile's pool of texts. Cells of `seconds` per side and round, `pairs` pairs of rounds."""
-    runtime = backend.partition("-")[0]
     try:
-        encode = reference_encoder(embedder, runtime, folder, [text for pool in profiles.values() for text in pool])
+        loaded = reference_encoder(embedder, backend, folder, [text for pool in profiles.values() for text in pool])
     except Exception as error:  # noqa: BLE001 - reported in the table; the bench's own figures stand
-        encode = f"the reference runner did not load: {type(error).__name__}: {error}"
-    if isinstance(encode, str):
-        return ReferenceRun(error=encode)
-    runner = "sentence-transformers" + ("" if runtime == "torch" else f" ({runtime} backend, the same graph)")
-    if runtime in RUST_RUNTIMES:
-        runner = "embed-anything called directly (the same loaded model, the same texts cut to the model's limit)"
-    if runtime == "openvino":
-        runner += f", {embedder.backend.precision} as ours"
+        loaded = f"the reference runner did not load: {type(error).__name__}: {error}"
+    if isinstance(loaded, str):
+        return ReferenceRun(error=loaded)
+    encode, runner = loaded
     cells = []
     for profile, pool in profiles.items():
         for batch_size in batch_sizes:
@@ -185,4 +232,7 @@ def measure_reference(
             padding, passes = how_ours_ran(embedder, batches)
             cells.append(ReferenceCell(profile, batch_size, figures["ours"], figures["reference"], padding, passes))
     ours, theirs = embedder.embed_texts(parity_texts).dense, encode(parity_texts)
-    return ReferenceRun(runner, cells, float((ours * theirs).sum(axis=1).min()))
+    run = ReferenceRun(runner, cells, float((ours * theirs).sum(axis=1).min()))
+    if embedder.backend.quantize != "none":  # a lossy reference: its own quality is measured as ours is
+        run.parity_vectors, run.retrieval_vectors = theirs, encode(retrieval_texts)
+    return run

@@ -21,6 +21,7 @@ import numpy as np
 from corpus.texts import varied_texts
 from loadtest.bench.in_process import BackendRun, measure_backend
 from loadtest.bench.quality import RetrievalSet, min_cosine, top_k_overlap
+from loadtest.bench.reference import ReferenceRun
 from loadtest.bench.served import ServedReport, format_served, measure_served
 from loadtest.probe import fingerprint
 from loadtest.probe.environment import describe_cpu, gpus, instruction_sets, int8_dot_product
@@ -56,6 +57,7 @@ class Quality:
 class BenchReport:
     runs: list[BackendRun]
     quality: dict[str, Quality] = field(default_factory=dict)  # by backend
+    reference_quality: dict[str, Quality] = field(default_factory=dict)  # a quantised reference's, by backend
     quality_error: str = ""  # why quality was not measured, when it was not
     served: ServedReport | None = None
     fingerprints: Path | None = None  # each backend's vectors of loadtest/probe/fingerprint.py's texts
@@ -78,6 +80,11 @@ def run_bench(settings: BenchSettings) -> BenchReport:
         report.quality = {
             run.backend: _quality(run, reference, retrieval) for run in report.runs if run.parity_vectors is not None
         }
+        report.reference_quality = {
+            run.backend: _quality(run.reference, reference, retrieval)
+            for run in report.runs
+            if run.reference is not None and run.reference.parity_vectors is not None
+        }
     print(format_report(settings, report, retrieval), flush=True)
     run_dir = settings.output / datetime.now(timezone.utc).strftime("bench-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +102,7 @@ def run_bench(settings: BenchSettings) -> BenchReport:
     return report
 
 
-def _quality(run: BackendRun, reference: np.ndarray, retrieval: RetrievalSet) -> Quality:
+def _quality(run: BackendRun | ReferenceRun, reference: np.ndarray, retrieval: RetrievalSet) -> Quality:
     parity_reference, retrieval_reference = reference[: len(run.parity_vectors)], reference[len(run.parity_vectors) :]
     return Quality(
         min_cosine(run.parity_vectors, parity_reference),
@@ -140,7 +147,27 @@ def format_report(settings: BenchSettings, report: BenchReport, retrieval: Retri
             lines.append(f"{run.backend:<15}{parity:>10}{overlap:>8}{run.peak_rss_mb:>13.0f}{run.load_s:>8.1f}")
     if report.quality_error:
         lines.append(f"quality not measured: {report.quality_error}")
-    return "\n".join(lines + reference_lines(runs, settings.reference_pairs))
+    return "\n".join(lines + reference_lines(runs, settings.reference_pairs) + reference_quality_lines(report))
+
+
+def reference_quality_lines(report: BenchReport) -> list[str]:
+    """A quantised backend's quality beside its reference's own (sentence-transformers' int8 export), both against
+    fp32: a faster reference that keeps less of fp32's answers is no better way to run the framework."""
+    if not report.reference_quality:
+        return []
+    lines = [
+        "",
+        "quantised: ours and the reference's quality against sentence-transformers fp32 (parity: min cosine; top-10)",
+        f"{'backend':<15}{'ours parity':>12}{'top-10':>8}{'reference parity':>18}{'top-10':>8}  reference",
+    ]
+    for run in report.runs:
+        theirs, ours = report.reference_quality.get(run.backend), report.quality.get(run.backend)
+        if theirs and ours:
+            lines.append(
+                f"{run.backend:<15}{ours.parity:>12.6f}{ours.top10:>8.3f}{theirs.parity:>18.6f}{theirs.top10:>8.3f}"
+                f"  {run.reference.runner}"
+            )
+    return lines
 
 
 def reference_lines(runs: list[BackendRun], pairs: int) -> list[str]:

@@ -33,11 +33,11 @@ class TorchBackend:
     name = "torch"
     artefact = None  # transformers reads the model's own folder
     quantize = "none"
-    # On the CPU, each pass is padded to its own longest input only. Length buckets bounded oneDNN's per-shape
-    # memory, but cost 9-12% of throughput on 32 short texts against sentence-transformers; with exact lengths the
-    # worker's heap trim (once a second) holds it as flat (MiniLM, 1600 passes of random shapes: 670-790 MB, as
-    # bucketed). On CUDA, buckets stay (not yet measured there without them).
-    caches_per_shape = True
+    # Length buckets on CUDA only (set at load). On the CPU they bounded oneDNN's per-shape memory but cost 9-12% of
+    # throughput on 32 short texts against sentence-transformers; with exact lengths, glibc's heap trim (the worker's
+    # sampler runs it once a second) holds that memory as flat (MiniLM, 1,600 passes of random shapes trimmed every
+    # 20: 670-790 MB, as bucketed; untrimmed it grew past 1 GB). On CUDA they stay: not yet measured without them.
+    caches_per_shape = False
     memory_per_shape = False
     runtime = ("torch", torch.__version__)
 

@@ -8,7 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from corpus.texts import varied_texts
 from loadtest.bench.reference import ORDER, ReferenceCell, alternate, how_ours_ran, reference_encoder
+from server.engine.artefacts import artefact_dir
+from tests.helpers import MODEL
 
 
 def test_rounds_alternate_ours_reference_reference_ours_and_average_each_pair():
@@ -63,7 +66,27 @@ def test_the_rust_runtimes_reference_is_embed_anything_on_the_same_texts_cut_bef
         backend=SimpleNamespace(embed=lambda texts: handed.append(texts) or np.ones((len(texts), 2))),
     )
     pool = ["a b c d e", "f g", "h i j k"]
-    encode = reference_encoder(embedder, "candle", tmp_path, pool)
-    assert tokenized == [pool]  # cut once, before any timed call
+    encode, runner = reference_encoder(embedder, "candle", tmp_path, pool)
+    assert tokenized == [pool] and runner.startswith("embed-anything called directly")  # cut before any timed call
     assert encode(["h i j k", "a b c d e"]).shape == (2, 2)
     assert handed == [["h i j", "a b c"]] and tokenized == [pool]
+    encode(["a parity text, not sent by the cells", "f g"])  # cut when first seen, outside the timed cells
+    assert handed[-1] == ["a parity text,", "f g"] and tokenized[-1] == ["a parity text, not sent by the cells"]
+
+
+@pytest.mark.slow
+def test_onnx_int8s_reference_is_sentence_transformers_own_int8_export_of_the_fp32_graph(exported, tmp_path):
+    from server.engine import Embedder
+    from server.settings import EngineSettings
+
+    settings = EngineSettings(model=MODEL, cache=exported, allow_export=False, device="cpu")
+    texts = varied_texts(16, seed=3)
+    encode, runner = reference_encoder(Embedder(settings, "onnx-int8"), "onnx-int8", tmp_path, texts)
+    assert runner.startswith("sentence-transformers' own int8 export")
+    # Quantised here, from the fp32 export's graph.
+    assert len(list((tmp_path / "onnx").glob("model_qint8_*.onnx"))) == 1
+    fp32_graph = artefact_dir(exported, MODEL, "onnx", "none") / "model.onnx"
+    assert (tmp_path / "onnx" / "model.onnx").resolve() == fp32_graph.resolve()
+    fp32 = Embedder(settings, "onnx").embed_texts(texts).dense
+    cosines = (encode(texts) * fp32).sum(axis=1)
+    assert 0.9 < cosines.min() and cosines.max() < 1 - 1e-6  # int8: near fp32, and not fp32
