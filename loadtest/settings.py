@@ -110,7 +110,10 @@ class SweepSettings(ServerClientSettings):
         "requests go to URL/embeddings), with the same requests and checks, alternated with ours",
     )
     rounds: int = Field(
-        1, ge=1, description="each cell this many times, in alternated order (ours, peers, then peers, ours, ...)"
+        1,
+        ge=1,
+        description="each cell of the grid this many times, in alternated order (ours, peers, then peers, ours, ...); "
+        "--find-max searches once",
     )
     output: Path = Field(Path("reports"), description="parent directory of the run's report directory")
 

@@ -27,6 +27,10 @@ OTHER_PROGRAMS_FLAGS = {
     "--profile",
     "--no-deps",
     "--max-concurrent-requests",
+    # infinity_emb v2, the peer server of docs/results' comparison
+    "--model-id",
+    "--served-model-name",
+    "--engine",
 }
 FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*[a-z0-9](?![\w-])")
 REPO_PATH = re.compile(r"^(?:cli|corpus|server|loadtest|monitoring|deploy|tests|tools|docs)/[\w./-]*$")

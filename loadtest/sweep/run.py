@@ -151,10 +151,12 @@ def run_sweep(settings: SweepSettings, cells: list[Cell] | None = None) -> Path:
             settings = settings.model_copy(update={"backends": served.ready_backends})
         if settings.host and "model" not in settings.model_fields_set:
             settings = settings.model_copy(update={"model": served.model})
-        peers = {
-            name: peer_target(name, url, settings.model, settings.dimensions)
-            for name, url in map(parse_peer, settings.peer)
-        }
+        named = dict(map(parse_peer, settings.peer))
+        if clash := set(named) & set(settings.backends):
+            raise ValueError(
+                f"--peer names {sorted(clash)} are backends of the loaded server: name the peers otherwise"
+            )
+        peers = {name: peer_target(name, url, settings.model, settings.dimensions) for name, url in named.items()}
         environment["peers"] = {name: asdict(target) for name, target in peers.items()}
         targets = [backend_target(server_url, b, settings.model, served, None) for b in settings.backends]
         vectors = served_fingerprints({t.name: (t.host + t.path, t.model) for t in [*targets, *peers.values()]})

@@ -31,6 +31,13 @@ def test_a_peer_is_name_equals_its_openai_base_url():
         SweepSettings(peer=["a=http://h:1", "a=http://h:2"])
 
 
+@pytest.mark.slow
+def test_a_peer_named_as_one_of_our_backends_is_refused_before_any_load(server, tmp_path):
+    settings = SweepSettings(host=server.url, backends=["onnx"], peer=["onnx=http://127.0.0.1:9/v1"], output=tmp_path)
+    with pytest.raises(ValueError, match="are backends of the loaded server"):
+        run_sweep(settings)
+
+
 def test_rounds_alternate_ours_and_the_peers_shape_by_shape():
     settings = SweepSettings(backends=["onnx"], batch_sizes=[1, 8], profiles=["short"], concurrency=[2], rounds=3)
     cells = grid(settings, ["infinity"])
