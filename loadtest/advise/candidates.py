@@ -12,8 +12,7 @@ import numpy as np
 
 from loadtest.advise.workload import Workload
 from loadtest.probe import fingerprint as fingerprints
-from server.engine import Embedder
-from server.hardware import BF16_FLAGS, cpu_flags
+from server.engine import BF16_FLAGS, Embedder, cpu_flags
 from server.settings import EngineSettings
 
 CPU_BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "openvino-int8-weights")

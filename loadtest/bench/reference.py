@@ -22,9 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.engine import Embedder
-from server.engine.artefacts import artefact_dir, is_complete
-from server.hardware import cpu_flags
+from server.engine import Embedder, Encoded, ForwardStats, artefact_dir, cpu_flags, is_complete
 
 # sentence-transformers' backend name and the files it loads from <folder>/<backend>/, per runtime.
 GRAPH_FILES = {
@@ -172,12 +170,27 @@ def inputs_per_s(encode: Callable[[list[str]], object], batches: list[list[str]]
     return inputs / (time.perf_counter() - started)
 
 
-def how_ours_ran(embedder: Embedder, batches: list[list[str]]) -> tuple[float, float]:
-    """What our engine ran that the reference did not: padded tokens over those of one pass per call padded to its
-    longest input (the reference's), and forward passes per call (the token budget cuts a call of long texts)."""
-    stats = [embedder.embed_texts(batch).stats for batch in batches]
-    theirs = sum(len(batch) * max(map(len, embedder.tokenize_texts(batch).ids)) for batch in batches)
-    return sum(s.padded_tokens for s in stats) / theirs, sum(s.passes for s in stats) / len(batches)
+class Recorded:
+    """Our engine's calls, as timed, keeping each call's forward statistics: the padding and passes columns come from
+    the very calls measured, not from more of them."""
+
+    def __init__(self, embedder: Embedder):
+        self.embedder = embedder
+        self.stats: dict[tuple[str, ...], ForwardStats] = {}
+
+    def __call__(self, batch: list[str]) -> Encoded:
+        encoded = self.embedder.embed_texts(batch)
+        self.stats[tuple(batch)] = encoded.stats
+        return encoded
+
+
+def how_ours_ran(embedder: Embedder, stats: dict[tuple[str, ...], ForwardStats]) -> tuple[float, float]:
+    """What our engine ran that the reference did not, over the calls `stats` holds: padded tokens over those of one
+    pass per call padded to its longest input (the reference's), and forward passes per call (the token budget cuts
+    a call of long texts)."""
+    theirs = sum(len(batch) * max(map(len, embedder.tokenize_texts(list(batch)).ids)) for batch in stats)
+    ours = sum(s.padded_tokens for s in stats.values())
+    return ours / theirs, sum(s.passes for s in stats.values()) / len(stats)
 
 
 def alternate(measure: dict[str, Callable[[], float]], pairs: int) -> dict[str, list[float]]:
@@ -222,14 +235,15 @@ def measure_reference(
         for batch_size in batch_sizes:
             batches = [pool[i : i + batch_size] for i in range(0, len(pool) - batch_size + 1, batch_size)]
             encode(batches[0])  # warm-up, as ours had
+            ours = Recorded(embedder)
             figures = alternate(
                 {
-                    "ours": lambda: inputs_per_s(embedder.embed_texts, batches, seconds),  # noqa: B023
+                    "ours": lambda: inputs_per_s(ours, batches, seconds),  # noqa: B023
                     "reference": lambda: inputs_per_s(encode, batches, seconds),  # noqa: B023
                 },
                 pairs,
             )
-            padding, passes = how_ours_ran(embedder, batches)
+            padding, passes = how_ours_ran(embedder, ours.stats)
             cells.append(ReferenceCell(profile, batch_size, figures["ours"], figures["reference"], padding, passes))
     ours, theirs = embedder.embed_texts(parity_texts).dense, encode(parity_texts)
     run = ReferenceRun(runner, cells, float((ours * theirs).sum(axis=1).min()))
