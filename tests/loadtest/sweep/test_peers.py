@@ -80,9 +80,9 @@ def test_the_peer_ratio_is_the_median_of_the_rounds_ratios_with_their_range():
 @pytest.mark.slow
 def test_a_second_embedserve_as_peer_is_loaded_and_reported_beside_ours(server, exported, tmp_path, capsys):
     peer = start_server(exported, tmp_path, "--backends", "onnx", "--max-queue-wait-ms", "0")
-    # Closed loop (Locust) and open loop (the generator), each on ours and on the peer; rounds' order: grid's test.
-    cells = [Cell("onnx", "short", 2, 2), Cell("twin", "short", 2, 2)]
-    cells += [Cell("twin", "short", 2, rate=10), Cell("onnx", "short", 2, rate=10)]
+    # Closed loop (Locust) on ours and on the peer, open loop (the generator) on the peer (test_sweep.py runs it on
+    # ours); the rounds' order is the grid's test above.
+    cells = [Cell("onnx", "short", 2, 2), Cell("twin", "short", 2, 2), Cell("twin", "short", 2, rate=10)]
     try:
         before = MetricsSnapshot.scrape(peer.url)
         settings = SweepSettings(
@@ -92,7 +92,7 @@ def test_a_second_embedserve_as_peer_is_loaded_and_reported_beside_ours(server, 
             arrival="constant",
             slo_ms=5000,
             # The sweep notices a closed-loop cell's warm-up end within a second: the server-side window needs more.
-            duration=2.5,
+            duration=2.0,
             warmup=0.5,
             output=tmp_path,
         )
@@ -113,7 +113,7 @@ def test_a_second_embedserve_as_peer_is_loaded_and_reported_beside_ours(server, 
     vectors = fingerprint.load(run_dir / fingerprint.FILE)
     assert set(vectors) == {"onnx", "twin"} and (vectors["onnx"] * vectors["twin"]).sum(axis=1).min() > 0.9999
     printed = capsys.readouterr().out
-    assert "against peer servers" in printed and printed.count(" twin ") >= 2
+    assert "against peer servers" in printed and " twin " in printed
     report = write_report(ReportSettings(runs=[run_dir]))
     page = report.read_text()
     assert "Against peer servers" in page and f"{peer.url}/onnx/v1/embeddings" in page
