@@ -50,6 +50,8 @@ class LoadShape:
 LOADS = (LoadShape("32 short texts", 32, 4), LoadShape("1 short text", 1, 64))
 # Served and in-process measurements alternate this many times per load.
 ROUNDS = 3
+# The soak's steady phase lasts long enough to expect this many requests after its warm-up.
+MIN_SOAK_REQUESTS = 8
 # After the soak's burst, the workers rest this long (at most the soak's own length) before their RSS is read.
 REST_SECONDS = 10.0
 
@@ -278,8 +280,11 @@ def soak(server: ServerProcess, settings: BenchSettings, capacity: dict[str, flo
     target = Target.take(steady, server.url, backends, settings.model)
     request_chars = (steady.max_inputs + 1) / 2 * sum(map(len, target.pool)) / len(target.pool)
     full = len(backends) * min(capacity.get(backend, 0.0) for backend in backends) / request_chars or 1.0
-    print(f"soak: {seconds:g} s at {full / 2:.2f} requests/s on {', '.join(backends)} ...", file=sys.stderr)
-    steady_report = soak_phase(steady.model_copy(update={"rate": full / 2}), target)
+    # Long enough for its checks to see something where the capacity is low (a slow or busy machine).
+    steady_seconds = max(seconds, steady.warmup + MIN_SOAK_REQUESTS / (full / 2))
+    steady = steady.model_copy(update={"rate": full / 2, "duration": steady_seconds})
+    print(f"soak: {steady_seconds:g} s at {full / 2:.2f} requests/s on {', '.join(backends)} ...", file=sys.stderr)
+    steady_report = soak_phase(steady, target)
     print("soak: overload burst, then a rest ...", file=sys.stderr, flush=True)
     burst = steady.model_copy(update={"rate": 2 * full, "duration": min(20.0, seconds / 3), "warmup": 0.0})
     burst_report = soak_phase(burst, target)

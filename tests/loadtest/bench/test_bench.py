@@ -100,7 +100,9 @@ def test_bench_measures_in_process_quality_served_and_soak(exported, capsys, tmp
     assert min(drift.settled_mb, drift.end_mb, soak.rss_after_burst["onnx"]) > 50
     printed = capsys.readouterr().out
     headings = ("CPU: ", "quality against sentence-transformers", "against the reference runner", "served: one server")
-    for heading in (*headings, "soak: 6 s"):
+    # 6 s, or longer where half the measured capacity expects fewer than 8 requests after the 1.2 s warm-up.
+    assert soak.steady.seconds == pytest.approx(max(6, 1.2 + 8 / soak.steady.rate))
+    for heading in (*headings, f"soak: {soak.steady.seconds:g} s"):
         assert heading in printed, f"the printed report has no section starting {heading!r}"
 
 
