@@ -46,7 +46,17 @@ class ServerProcess:
         )
 
     def wait_ready(self, timeout: float = 300) -> ServerProcess:
-        """Until /ready answers 200; a backend that failed to load ends the wait at once, with its reason."""
+        """Until /ready answers 200; a backend that failed to load ends the wait at once, with its reason. A wait that
+        ends otherwise (that failure, the timeout, a Ctrl-C) stops the server first: it runs in a session of its own,
+        which nothing else would end."""
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -54,16 +64,14 @@ class ServerProcess:
             try:
                 with urllib.request.urlopen(f"{self.url}/ready", timeout=2) as response:
                     if response.status == 200:
-                        return self
+                        return
             except urllib.error.HTTPError as not_ready:
                 failed = failed_backends(not_ready.read())
                 if failed:
-                    self.stop()
                     raise RuntimeError(f"backends failed to load: {failed}") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.5)
-        self.stop()
         raise RuntimeError(f"server not ready within {timeout:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, chars: int = 3000) -> str:
